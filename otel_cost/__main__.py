@@ -1,0 +1,3 @@
+from otel_cost.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""The OpenAPI document for the API on port 8318 (served at /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["OPENAPI"]
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "otel-cost API", "version": "1"},
+    "paths": {
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: the receiver accepts and the store is writable",
+                "responses": {
+                    "200": {"description": "ready"},
+                    "503": {"description": "not ready", "content": {"application/json": {"schema": _ERROR}}},
+                },
+            }
+        },
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
+        "/v1/sql": {
+            "post": {
+                "summary": "Run a read-only SQL query against the store",
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["query"],
+                                "properties": {
+                                    "query": {
+                                        "type": "string",
+                                        "example": "SELECT team, sum(cost) FROM requests WHERE billable GROUP BY team",
+                                    },
+                                    "format": {"type": "string", "enum": ["json", "csv"], "default": "json"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "json: columns and rows (Decimals as strings); csv: CSV with a header row",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/QueryResult"}},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "400": {
+                        "description": "invalid or non-read-only query",
+                        "content": {"application/json": {"schema": _ERROR}},
+                    },
+                    "401": {
+                        "description": "missing or wrong bearer token",
+                        "content": {"application/json": {"schema": _ERROR}},
+                    },
+                },
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "properties": {
+                            "status": {"type": "integer"},
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                    }
+                },
+            },
+            "QueryResult": {
+                "type": "object",
+                "properties": {
+                    "columns": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"name": {"type": "string"}, "type": {"type": "string"}},
+                        },
+                    },
+                    "rows": {"type": "array", "items": {"type": "array"}},
+                },
+            },
+        },
+    },
+}

@@ -1,0 +1,157 @@
+"""`otel-cost sql`: read-only SQL, through the running server's API or straight from the store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import load_config, parse_endpoint
+from ..errors import OtelCostError, QueryError, StoreError
+from ..store import QueryResult, open_store, parse_store_url
+from .options import format_option, friendly_errors
+
+__all__ = ["render", "sql"]
+
+
+@click.command()
+@click.argument("query")
+@format_option
+@click.option(
+    "--api",
+    "api_url",
+    metavar="URL",
+    envvar="OTEL_COST_API_URL",
+    help="A running server's API (default: from --config, else http://localhost:8318).",
+)
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    envvar="OTEL_COST_STORE_URL",
+    help="The store to open when no server answers (default chdb:./otel-cost-data).",
+)
+@click.option("--token", envvar="OTEL_COST_API_TOKEN", help="Bearer token for the API, if it requires one.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="OTEL_COST_CONFIG",
+    help="Config file to take the API address and store URL from.",
+)
+@friendly_errors
+def sql(
+    query: str,
+    fmt: str,
+    api_url: str | None,
+    store_url: str | None,
+    token: str | None,
+    config_path: Path | None,
+) -> None:
+    """Run a read-only SQL query against the store.
+
+    While `otel-cost serve` runs it owns the embedded store, so the query goes through its API;
+    otherwise the store is opened directly. Which one answered is said on stderr. Costs are exact
+    (USD, Decimal); writes and DDL are refused.
+
+    \b
+    Examples:
+      otel-cost sql "SELECT team, sum(cost) FROM requests WHERE billable GROUP BY team"
+      otel-cost sql "SELECT priced_model, count() FROM requests GROUP BY 1" --format csv
+      otel-cost sql "SELECT * FROM spend_hour ORDER BY hour DESC LIMIT 5" --format json
+    """
+    config = load_config(config_path, overrides={"store": {"url": store_url}} if store_url else None)
+    if api_url is None:
+        host, port = parse_endpoint(config.api.endpoint)
+        api_url = f"http://{'localhost' if host in ('0.0.0.0', '::', '') else host}:{port}"
+    answer = _via_api(api_url, query, fmt, token)
+    if answer is not None:
+        click.echo(f"(answered by the server at {api_url})", err=True)
+    else:
+        url = config.store.url
+        click.echo(f"(no server at {api_url}; opened {parse_store_url(url).redacted()} directly)", err=True)
+        answer = _direct(url, query, fmt)
+    click.echo(answer, nl=not answer.endswith("\n"))
+
+
+def _via_api(api_url: str, query: str, fmt: str, token: str | None) -> str | None:
+    body = json.dumps({"query": query, "format": "csv" if fmt == "csv" else "json"}).encode()
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{api_url.rstrip('/')}/v1/sql", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            payload = response.read()
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        raise QueryError(message) from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+    if fmt == "csv":
+        return payload.decode()
+    document = json.loads(payload)
+    result = QueryResult([(c["name"], c["type"]) for c in document["columns"]], document["rows"])
+    return render(result, fmt)
+
+
+def _direct(url: str, query: str, fmt: str) -> str:
+    parsed = parse_store_url(url)
+    if parsed.kind == "chdb" and parsed.path is not None and not parsed.path.exists():
+        raise StoreError(f"there is no store at {parsed.path} yet: start `otel-cost serve` first, or pass --store")
+    store = open_store(url, migrate=False)
+    try:
+        if fmt == "csv":
+            return store.query_text(query, "CSVWithNames").decode()
+        return render(store.query(query), fmt)
+    except OtelCostError:
+        raise
+    finally:
+        store.close()
+
+
+def _display(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str) and value.count(".") == 1 and value.replace(".", "").lstrip("-").isdigit():
+        whole, fraction = value.split(".")
+        fraction = fraction.rstrip("0")
+        return f"{whole}.{fraction}" if fraction else whole  # exact digits, trailing zeros dropped
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def render(result: QueryResult, fmt: str) -> str:
+    """A query result as an aligned table, JSON (a list of objects) or CSV."""
+    names = [name for name, _ in result.columns]
+    if fmt == "json":
+        return json.dumps(result.dicts(), indent=2, ensure_ascii=False, default=str)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(names)
+        writer.writerows(result.rows)
+        return out.getvalue()
+    cells = [[_display(value) for value in row] for row in result.rows]
+    widths = [max([len(name)] + [len(row[i]) for row in cells]) for i, name in enumerate(names)]
+    numeric = [any(t in kind for t in ("Int", "Float", "Decimal")) for _, kind in result.columns]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            value.rjust(width) if is_number else value.ljust(width)
+            for value, width, is_number in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    rows = [line(names), line(["-" * width for width in widths]), *(line(row) for row in cells)]
+    rows.append(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
+    return "\n".join(rows)

@@ -1,0 +1,239 @@
+"""Configuration: YAML with `${env:VAR}` substitution, validated at startup, every error located.
+
+Precedence: command-line flag > environment variable > config file > default. Every key has one
+snake_case name everywhere: YAML `store.batch_size`, env `OTEL_COST_STORE_BATCH_SIZE`, flag
+`--store-batch-size` where a flag exists. Unknown keys are errors; so is an unset `${env:VAR}`
+(write `${env:VAR:-default}` for an optional one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError, StoreURLError
+from .store.url import DEFAULT_STORE_URL, parse_store_url
+
+__all__ = [
+    "APIConfig",
+    "Config",
+    "ReceiverConfig",
+    "StoreConfig",
+    "TLSConfig",
+    "load_config",
+    "parse_endpoint",
+]
+
+_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def parse_endpoint(value: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:4317`) -> (host, port)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"must be host:port, e.g. 0.0.0.0:4317 (got {value!r})")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0-65535 (got {port})")
+    return host.strip("[]") or "0.0.0.0", port
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(_Section):
+    cert_file: Path
+    key_file: Path
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> TLSConfig:
+        for name in ("cert_file", "key_file"):
+            path = getattr(self, name)
+            if not Path(path).is_file():
+                raise ValueError(f"{name} {str(path)!r} does not exist")
+        return self
+
+
+class ReceiverConfig(_Section):
+    grpc_endpoint: str = "0.0.0.0:4317"
+    http_endpoint: str = "0.0.0.0:4318"
+    bearer_tokens: list[str] = Field(default_factory=list, description="empty: no authentication")
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    tls: TLSConfig | None = None
+
+    @field_validator("grpc_endpoint", "http_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        parse_endpoint(value)
+        return value
+
+    @field_validator("bearer_tokens")
+    @classmethod
+    def _tokens(cls, value: list[str]) -> list[str]:
+        if any(not token.strip() for token in value):
+            raise ValueError("tokens must not be empty (an empty list disables authentication)")
+        return value
+
+
+class APIConfig(_Section):
+    endpoint: str = "0.0.0.0:8318"
+    read_tokens: list[str] = Field(default_factory=list)
+    admin_tokens: list[str] = Field(default_factory=list)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        parse_endpoint(value)
+        return value
+
+
+class StoreConfig(_Section):
+    url: str = DEFAULT_STORE_URL
+    batch_size: int = Field(50_000, ge=1, description="most rows per insert")
+    queue_size: int = Field(200_000, ge=1, description="rows waiting for the store before exports are refused")
+    dedup_keys: int = Field(1_000_000, ge=1000, description="span keys remembered to drop retried spans")
+    dedup_window_seconds: int = Field(3600, ge=0, description="span keys reloaded from the store at start")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            parse_store_url(value)
+        except StoreURLError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @model_validator(mode="after")
+    def _sizes(self) -> StoreConfig:
+        if self.batch_size > self.queue_size:
+            raise ValueError(
+                f"store.batch_size must be <= store.queue_size (got {self.batch_size} > {self.queue_size})"
+            )
+        return self
+
+
+class Config(_Section):
+    receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
+    api: APIConfig = Field(default_factory=APIConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+
+def _substitute(node: Any, path: str) -> Any:
+    if isinstance(node, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            value = os.environ.get(name)
+            if value is None:
+                if default is None:
+                    raise ConfigError(
+                        f"{path}: environment variable {name} is not set (write ${{env:{name}:-default}} "
+                        "to make it optional)"
+                    )
+                return default
+            return value
+
+        return _ENV_REF.sub(replace, node)
+    if isinstance(node, dict):
+        return {key: _substitute(value, f"{path}.{key}" if path else str(key)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_substitute(value, f"{path}[{index}]") for index, value in enumerate(node)]
+    return node
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    overrides: dict[str, dict[str, Any]] = {}
+    for section_name, field in Config.model_fields.items():
+        section = field.annotation
+        assert isinstance(section, type) and issubclass(section, BaseModel)
+        for key, info in section.model_fields.items():
+            env_name = f"OTEL_COST_{section_name}_{key}".upper()
+            if env_name not in environ:
+                continue
+            raw = environ[env_name]
+            value: Any = (
+                [item.strip() for item in raw.split(",") if item.strip()] if "list" in str(info.annotation) else raw
+            )
+            overrides.setdefault(section_name, {})[key] = value
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in base.items()}
+    for section, values in extra.items():
+        current = merged.get(section)
+        merged[section] = {**(current if isinstance(current, dict) else {}), **values}
+    return merged
+
+
+def _line_of(root: yaml.Node | None, location: tuple[Any, ...]) -> int | None:
+    node = root
+    for part in location:
+        if isinstance(node, yaml.MappingNode):
+            node = next((value for key, value in node.value if key.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        if node is None:
+            break
+    return None if node is None else node.start_mark.line + 1
+
+
+def _describe(error: ValidationError, source: str, root: yaml.Node | None) -> str:
+    lines = []
+    for item in error.errors():
+        location = tuple(part for part in item["loc"] if not isinstance(part, str) or not part.startswith("function-"))
+        dotted = ".".join(str(part) for part in location) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            parent = ".".join(str(part) for part in location[:-1])
+            message = f"unknown key {location[-1]!r}" + (f" in {parent!r}" if parent else "")
+        elif "input" in item and item["type"] not in ("missing",) and not isinstance(item["input"], dict | list):
+            message += f" (got {item['input']!r})"
+        line = _line_of(root, location)
+        where = f"{source}:{line}: " if line else f"{source}: " if source else ""
+        lines.append(f"{where}{dotted}: {message}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, substitute, merge and validate. Raises ConfigError with one located line per problem."""
+    environ = os.environ if environ is None else environ
+    document: dict[str, Any] = {}
+    root: yaml.Node | None = None
+    source = ""
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from exc
+        try:
+            root = yaml.compose(text)
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections (receiver, api, store)")
+        document = _substitute(loaded, "")
+    document = _merge(document, _env_overrides(environ))
+    document = _merge(document, overrides or {})
+    try:
+        return Config.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, root)) from None

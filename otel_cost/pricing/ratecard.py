@@ -1,0 +1,165 @@
+"""Rate cards: a catalog model's prices for one day and price context, compiled to integer arithmetic.
+
+`genai_prices.calc_price` costs ~100-200 µs a call (lookup, validation, unit decomposition). For one
+model on one day the cost of a call is a linear function of its token classes, piecewise by
+long-context tier (past a tier's threshold every token of the request is charged at the tier rate).
+So the card is built once by asking genai-prices itself what one more token of each class costs, in
+each tier segment, and pricing a call is then a handful of integer multiplications.
+
+Coefficients are integers in units of 10^-24 USD per token (the catalog's prices have at most 18
+decimal places per million tokens). A card whose prices would not fit falls back to calling
+genai-prices for every call, so the result is exact either way.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Context, Decimal
+
+from genai_prices import Usage
+from genai_prices.types import TieredPrices
+
+from ..model import COST_SCALE, Call, Priced, units_to_decimal
+from .catalog import CatalogEntry, usage_for
+
+__all__ = ["CLASSES", "RateCard", "build_rate_card"]
+
+_EXACT = Context(prec=80)
+_new_priced = tuple.__new__
+
+#: Token classes in the order of a segment's coefficients.
+CLASSES = ("input", "cache_read", "cache_write", "cache_write_1h", "output", "reasoning", "per_request")
+
+
+class RateCard:
+    """One model's prices for one day and price context."""
+
+    __slots__ = (
+        "_entry",
+        "_flat",
+        "_segments",
+        "_thresholds",
+        "_when",
+        "context",
+        "model_id",
+        "price_version",
+    )
+
+    def __init__(
+        self,
+        entry: CatalogEntry,
+        when: datetime,
+        context: Mapping[str, str] | None,
+        price_version: str,
+        thresholds: list[int],
+        segments: list[tuple[int, ...]] | None,
+    ) -> None:
+        self._entry = entry
+        self._when = when
+        self.context = context
+        self.model_id: str = entry.model.id
+        self.price_version = price_version
+        self._thresholds = thresholds
+        self._segments = segments
+        self._flat = segments[0] if segments and not thresholds else None
+
+    @property
+    def exact(self) -> bool:
+        """False when every call is priced by genai-prices itself (prices too fine for the fast path)."""
+        return self._segments is not None
+
+    def rates(self) -> list[tuple[int, dict[str, Decimal]]]:
+        """Per tier segment: (the prompt size it applies above, {class: USD per token})."""
+        starts = [0, *self._thresholds]
+        return [
+            (start, {name: units_to_decimal(units) for name, units in zip(CLASSES, segment, strict=True)})
+            for start, segment in zip(starts, self._segments or [], strict=False)
+        ]
+
+    def price(self, call: Call) -> Priced:
+        segment = self._flat
+        if segment is None:
+            if self._segments is None:
+                return self._price_slowly(call)
+            prompt = call.input_tokens + call.cache_read_tokens + call.cache_write_tokens
+            segment = self._segments[bisect_left(self._thresholds, prompt)]
+        c_in, c_read, c_write, c_write_1h, c_out, c_reason, c_request = segment
+        reasoning = call.reasoning_tokens
+        units = c_in * call.input_tokens + c_out * (call.output_tokens - reasoning) + c_request
+        if reasoning:
+            units += c_reason * reasoning
+        if call.cache_read_tokens:
+            units += c_read * call.cache_read_tokens
+        if call.cache_write_tokens:
+            one_hour = call.cache_write_1h_tokens
+            units += c_write * (call.cache_write_tokens - one_hour) + c_write_1h * one_hour
+        return _new_priced(Priced, (units, True, self.model_id, self.price_version, ""))  # type: ignore[arg-type]
+
+    def _price_slowly(self, call: Call) -> Priced:
+        try:
+            total = self._entry.model.calc_price(
+                usage_for(call),
+                self._entry.provider,
+                genai_request_timestamp=self._when,
+                price_context=self.context,
+            ).total_price
+        except ValueError as exc:
+            return Priced(0, False, "", self.price_version, f"genai-prices cannot price this usage: {exc}")
+        units = int(total.scaleb(COST_SCALE, _EXACT).to_integral_value())
+        return Priced(units, True, self.model_id, self.price_version, "")
+
+
+def _tier_starts(entry: CatalogEntry, when: datetime, context: Mapping[str, str] | None) -> list[int]:
+    model_price = entry.model.calc_price(
+        Usage(input_tokens=0), entry.provider, genai_request_timestamp=when, price_context=context
+    ).model_price
+    starts = {
+        tier.start for value in vars(model_price).values() if isinstance(value, TieredPrices) for tier in value.tiers
+    }
+    return sorted(starts)
+
+
+def _to_units(amount: Decimal) -> int | None:
+    scaled = amount.scaleb(COST_SCALE, _EXACT)
+    integral = scaled.to_integral_value()
+    return int(integral) if scaled == integral else None
+
+
+def build_rate_card(
+    entry: CatalogEntry, when: datetime, context: Mapping[str, str] | None, price_version: str
+) -> RateCard:
+    """Compile `entry`'s prices at `when` (under `context`, e.g. {"service_tier": "flex"}).
+
+    Raises ValueError when genai-prices rejects the model's price data.
+    """
+
+    def total(**usage: int) -> Decimal:
+        return entry.model.calc_price(
+            Usage(**usage), entry.provider, genai_request_timestamp=when, price_context=context
+        ).total_price
+
+    thresholds = _tier_starts(entry, when, context)
+    segments: list[tuple[int, ...]] = []
+    for index in range(len(thresholds) + 1):
+        prompt = 0 if index == 0 else thresholds[index - 1] + 1
+        base = total(input_tokens=prompt)
+        try:
+            per_token = (
+                total(input_tokens=prompt + 1) - base,
+                total(input_tokens=prompt + 1, cache_read_tokens=1) - base,
+                total(input_tokens=prompt + 1, cache_write_tokens=1) - base,
+                total(input_tokens=prompt + 1, cache_write_tokens=1, cache_write_1h_tokens=1) - base,
+                total(input_tokens=prompt, output_tokens=1) - base,
+                total(input_tokens=prompt, output_tokens=1, output_reasoning_tokens=1) - base,
+            )
+        except ValueError:
+            # Some token class is not priceable for this model: let genai-prices judge each call.
+            return RateCard(entry, when, context, price_version, thresholds, None)
+        per_request = base - prompt * per_token[0]
+        units = [_to_units(amount) for amount in (*per_token, per_request)]
+        if any(unit is None for unit in units):
+            return RateCard(entry, when, context, price_version, thresholds, None)
+        segments.append(tuple(unit for unit in units if unit is not None))
+    return RateCard(entry, when, context, price_version, thresholds, segments)

@@ -1,0 +1,76 @@
+"""OTLP/HTTP: `POST /v1/traces` (default port 4318), protobuf or JSON by Content-Type, gzip.
+
+Errors are google.rpc.Status bodies in the request's content type; retryable ones carry Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import OtelCostError, PayloadTooLargeError
+from ..pipeline import ExportResult
+from .auth import BearerTokens
+from .codec import JSON, decode_request, decompress, encode_response, encode_status, media_type
+from .status import refusal_for
+
+__all__ = ["otlp_http_app"]
+
+logger = logging.getLogger(__name__)
+
+Consume = Callable[[ExportTraceServiceRequest], Awaitable[ExportResult]]
+OnRefusal = Callable[[str, int], None]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def otlp_http_app(consume: Consume, tokens: BearerTokens, max_request_bytes: int, on_refusal: OnRefusal) -> Starlette:
+    async def export_traces(request: Request) -> Response:
+        kind = JSON
+        try:
+            kind = media_type(request.headers.get("content-type"))
+            tokens.check(request.headers.get("authorization"))
+            body = await _read_body(request, max_request_bytes)
+            body = decompress(body, request.headers.get("content-encoding"), max_request_bytes)
+            result = await consume(decode_request(body, kind))
+        except Exception as exc:
+            if not isinstance(exc, OtelCostError):
+                logger.exception("export failed unexpectedly")
+            refusal = refusal_for(exc)
+            on_refusal(refusal.reason, 1)
+            retry = refusal.retry_info()
+            headers = {"Retry-After": refusal.retry_after_header} if refusal.retry_after_header else {}
+            return Response(
+                encode_status(refusal.rpc_code, refusal.message, kind, [retry] if retry else None),
+                status_code=refusal.http_status,
+                media_type=kind,
+                headers=headers,
+            )
+        response = ExportTraceServiceResponse()
+        if result.rejected:
+            response.partial_success.rejected_spans = result.rejected
+            response.partial_success.error_message = result.error_message
+        return Response(encode_response(response, kind), media_type=kind)
+
+    return Starlette(routes=[Route("/v1/traces", export_traces, methods=["POST"])])

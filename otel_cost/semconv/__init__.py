@@ -1,0 +1,17 @@
+"""Stage 1: span -> Call. Reads every GenAI attribute dialect found in the wild into one convention."""
+
+from .attributes import to_dict, to_strings
+from .emitters import Emitter, emitter_for_scope
+from .extract import MAX_TOKENS, InvalidSpanError, extract
+from .policy import redact_values
+
+__all__ = [
+    "MAX_TOKENS",
+    "Emitter",
+    "InvalidSpanError",
+    "emitter_for_scope",
+    "extract",
+    "redact_values",
+    "to_dict",
+    "to_strings",
+]

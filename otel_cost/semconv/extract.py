@@ -1,0 +1,235 @@
+"""Span -> Call: one normalized model call from any GenAI dialect, or None for spans that are not one.
+
+Normalization rules (DESIGN "Principles" 1-2):
+- tokens are read from whichever variant the emitter used (`keys.FIELD_SOURCES`), as ints, from int,
+  integral double or numeric string values;
+- cache reads and writes are split out of the input count unless the emitter (or the data) says the
+  input count already excludes them; never negative, never doubled; conflicts are flagged;
+- reasoning is a subset of output unless the data says otherwise (reasoning > output, flagged);
+- only inference operations are billable; agent/workflow/tool spans with usage are kept non-billable.
+
+Bad values are not guessed at: `InvalidSpanError` carries a message for the export's partial_success.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..model import Call
+from .attributes import AttrValue
+from .emitters import EXCLUSIVE, UNKNOWN, Emitter
+from .keys import (
+    AGGREGATE_OPERATIONS,
+    INDEX,
+    INFERENCE_OPERATIONS,
+    OPERATION_ALIASES,
+    PROVIDER_ALIASES,
+)
+from .policy import redact_values
+
+__all__ = ["MAX_TOKENS", "InvalidSpanError", "extract"]
+
+#: Per token class per call. Larger counts are garbage, not spend (the largest context windows are ~10M).
+MAX_TOKENS = 1_000_000_000
+
+_ALL_KEYS = frozenset(INDEX)
+_USAGE_FIELDS = ("input", "output", "total", "cache_read", "cache_write", "cache_write_1h", "reasoning")
+_MIN_NS = 946_684_800_000_000_000  # 2000-01-01
+_MAX_NS = 7_258_118_400_000_000_000  # 2200-01-01
+_STATUS_ERROR = 2
+_MAX_TEXT = 200
+
+
+class InvalidSpanError(ValueError):
+    """A span that cannot be stored as spend; the message says why, for partial_success."""
+
+
+def _count(value: AttrValue, key: str) -> int:
+    if isinstance(value, bool):
+        raise InvalidSpanError(f"{key} is not a number (bool)")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            number = int(text)
+        except ValueError:
+            raise InvalidSpanError(f"{key} is not a whole number ({text[:40]!r})") from None
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise InvalidSpanError(f"{key} is not a whole number ({value!r})")
+        number = int(value)
+    else:
+        raise InvalidSpanError(f"{key} is not a number ({type(value).__name__})")
+    if number < 0:
+        raise InvalidSpanError(f"{key} is negative ({number})")
+    if number > MAX_TOKENS:
+        raise InvalidSpanError(f"{key} is implausibly large ({number} > {MAX_TOKENS})")
+    return number
+
+
+def _text(value: AttrValue) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text.strip()[:_MAX_TEXT]
+
+
+def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: int) -> Call | None:
+    """Normalize one span. `attrs` is the span's attribute dict (content already dropped); for a GenAI
+    span its secret-looking values are redacted in place before anything is read from it."""
+    matched = attrs.keys() & _ALL_KEYS
+    if not matched:
+        return None
+    redact_values(attrs)
+    found: dict[str, tuple[int, str]] = {}
+    for key in matched:
+        field, rank = INDEX[key]
+        previous = found.get(field)
+        if previous is None or rank < previous[0]:
+            found[field] = (rank, key)
+
+    def value(field: str) -> AttrValue:
+        hit = found.get(field)
+        return None if hit is None else attrs[hit[1]]
+
+    request_model = _text(value("request_model")) if "request_model" in found else ""
+    response_model = _text(value("response_model")) if "response_model" in found else ""
+    has_usage = any(field in found for field in _USAGE_FIELDS)
+
+    operation = ""
+    if "operation" in found:
+        raw = _text(value("operation")).lower()
+        operation = OPERATION_ALIASES.get(raw, raw)
+    if not operation and "pydantic_ai_agent" in found and not request_model:
+        operation = "invoke_agent"
+    is_aggregate = operation in AGGREGATE_OPERATIONS
+    if is_aggregate and not has_usage:
+        return None  # an agent/tool span with nothing to count
+    if not has_usage and not (request_model or response_model) and operation not in INFERENCE_OPERATIONS:
+        return None  # GenAI-flavoured span, but not a model call
+
+    trace_id = span.trace_id
+    span_id = span.span_id
+    if len(trace_id) != 16 or not any(trace_id):
+        raise InvalidSpanError("invalid trace_id (must be 16 bytes, not all zero)")
+    if len(span_id) != 8 or not any(span_id):
+        raise InvalidSpanError("invalid span_id (must be 8 bytes, not all zero)")
+
+    call = Call()
+    flags: list[str] = []
+    call.flags = flags
+    call.trace_id = trace_id
+    call.span_id = span_id
+    parent = span.parent_span_id
+    call.parent_span_id = parent if len(parent) == 8 else b""
+
+    end_ns = span.end_time_unix_nano or span.start_time_unix_nano
+    if not end_ns:
+        end_ns = now_ns
+        flags.append("timestamp_missing")
+    elif not _MIN_NS <= end_ns < _MAX_NS:
+        raise InvalidSpanError(f"end time {end_ns} ns is outside 2000-2199")
+    start_ns = span.start_time_unix_nano
+    if not start_ns or start_ns > end_ns:
+        start_ns = end_ns
+    call.timestamp_ns = end_ns
+    call.start_ns = start_ns
+    call.duration_ns = end_ns - start_ns
+
+    provider = ""
+    if "provider" in found:
+        raw_provider = _text(value("provider")).lower()
+        provider = PROVIDER_ALIASES.get(raw_provider, raw_provider)
+    call.provider = provider
+    call.operation = operation
+    call.request_model = request_model
+    call.response_model = response_model
+    call.billable = not is_aggregate
+    call.emitter = emitter.label
+
+    if span.status.code == _STATUS_ERROR:
+        call.status = "error"
+        call.error_type = (
+            _text(value("error_type")) if "error_type" in found else (span.status.message[:100] or "error")
+        )
+    elif "error_type" in found:
+        call.status = "error"
+        call.error_type = _text(value("error_type"))
+
+    if has_usage:
+        _normalize_usage(call, found, attrs, emitter, flags)
+    elif call.billable and call.status == "ok":
+        flags.append("usage_missing")
+
+    tier = value("response_service_tier") if "response_service_tier" in found else value("request_service_tier")
+    if tier is not None:
+        call.service_tier = _text(tier).lower()
+    if "emitter_cost" in found:
+        call.emitter_cost = _text(value("emitter_cost"))[:40]
+    if "conversation_id" in found:
+        call.conversation_id = _text(value("conversation_id"))
+    if "response_id" in found:
+        call.response_id = _text(value("response_id"))
+    return call
+
+
+def _normalize_usage(
+    call: Call,
+    found: dict[str, tuple[int, str]],
+    attrs: dict[str, AttrValue],
+    emitter: Emitter,
+    flags: list[str],
+) -> None:
+    counts: dict[str, int] = {}
+    for field in _USAGE_FIELDS:
+        hit = found.get(field)
+        if hit is not None:
+            counts[field] = _count(attrs[hit[1]], hit[1])
+    call.usage_reported = True
+
+    output_raw = counts.get("output", 0)
+    total = counts.get("total")
+    if "input" in counts:
+        input_raw = counts["input"]
+    elif total is not None and total >= output_raw:
+        input_raw = total - output_raw
+        flags.append("input_from_total")
+    else:
+        input_raw = 0
+    cache_read = counts.get("cache_read", 0)
+    cache_write_1h = counts.get("cache_write_1h", 0)
+    cache_write = counts.get("cache_write", cache_write_1h)
+    if cache_write_1h > cache_write:
+        flags.append("cache_write_1h_exceeds_cache_write")
+        cache_write_1h = cache_write
+
+    anthropic_like = call.provider == "anthropic" or "claude" in (call.response_model or call.request_model).lower()
+    if anthropic_like and emitter.anthropic_cache == EXCLUSIVE:
+        uncached = input_raw
+    elif cache_read + cache_write > input_raw:
+        # Inclusive counts can never be smaller than their parts: this count is exclusive.
+        uncached = input_raw
+        if anthropic_like and emitter.anthropic_cache == UNKNOWN:
+            flags.append("cache_exclusive_inferred")
+        else:
+            flags.append("cache_convention_conflict")
+    else:
+        uncached = input_raw - cache_read - cache_write
+
+    reasoning = counts.get("reasoning", 0)
+    if reasoning > output_raw:
+        # Reasoning is a subset of output by the spec; a larger count means output excluded it.
+        flags.append("reasoning_exceeds_output")
+        output = output_raw + reasoning
+    else:
+        output = output_raw
+    prompt = uncached + cache_read + cache_write
+    if total is not None and total not in (prompt + output, input_raw + output_raw):
+        flags.append("total_mismatch")
+
+    call.input_tokens = uncached
+    call.cache_read_tokens = cache_read
+    call.cache_write_tokens = cache_write
+    call.cache_write_1h_tokens = cache_write_1h
+    call.output_tokens = output
+    call.reasoning_tokens = reasoning

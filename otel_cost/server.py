@@ -1,0 +1,199 @@
+"""`otel-cost serve`: the receivers, the pipeline, the writer and the API in one process.
+
+server = Server(config)
+await server.start()        # binds every port or raises ListenError / StoreError
+...
+await server.stop()         # stops accepting, finishes in-flight exports, closes the store
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import uvicorn
+
+from .api import api_app
+from .attribution import Attributor
+from .config import Config, parse_endpoint
+from .dedup import RecentSpans
+from .errors import ListenError
+from .ingest import Ingestor
+from .metrics import Metrics
+from .pipeline import Pipeline
+from .pricing import PriceBook
+from .receiver import BearerTokens, add_trace_service, otlp_http_app
+from .store import BatchWriter, Store, open_store
+
+__all__ = ["Server"]
+
+logger = logging.getLogger(__name__)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside our event loop: the process's signals are ours, not uvicorn's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(endpoint: str, what: str, setting: str) -> socket.socket:
+    host, port = parse_endpoint(endpoint)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(_listen_message(endpoint, what, setting, exc)) from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _listen_message(endpoint: str, what: str, setting: str, exc: OSError | None) -> str:
+    if exc is None or exc.errno == errno.EADDRINUSE:
+        reason = "the address is already in use (another otel-cost, or an OpenTelemetry Collector?)"
+    elif exc.errno == errno.EACCES:
+        reason = "permission denied (ports below 1024 need privileges)"
+    else:
+        reason = exc.strerror or str(exc)
+    return f"cannot listen on {endpoint} for {what}: {reason}. Choose another address with {setting}."
+
+
+class Server:
+    def __init__(self, config: Config, *, store: Store | None = None) -> None:
+        self.config = config
+        self._given_store = store
+        self.store: Store | None = store
+        self.metrics = Metrics()
+        self.grpc_port = 0
+        self.http_port = 0
+        self.api_port = 0
+        self._ready = False
+        self._grpc: grpc.aio.Server | None = None
+        self._uvicorns: list[tuple[_EmbeddedUvicorn, asyncio.Task[None], socket.socket]] = []
+        self._writer: BatchWriter | None = None
+        self._stopped = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def _on_refusal(self, reason: str, count: int) -> None:
+        self.metrics.spans_rejected.labels(reason).inc(count)
+
+    async def start(self) -> None:
+        config = self.config
+        try:
+            await self._start(config)
+        except BaseException:
+            await self.stop(grace_seconds=0)
+            raise
+
+    async def _start(self, config: Config) -> None:
+        if self.store is None:
+            self.store = await asyncio.to_thread(open_store, config.store.url)
+        store = self.store
+        recent = RecentSpans(config.store.dedup_keys)
+        if config.store.dedup_window_seconds:
+            await asyncio.to_thread(recent.preload, store, config.store.dedup_window_seconds)
+        self._writer = BatchWriter(
+            store,
+            max_batch_rows=config.store.batch_size,
+            max_pending_rows=config.store.queue_size,
+            on_flush=self.metrics.on_flush,
+        )
+        self.metrics.track_pending(lambda: self._writer.pending_rows if self._writer else 0)
+        ingestor = Ingestor(Pipeline(PriceBook(), Attributor(), recent), self._writer, self.metrics)
+        ingest_tokens = BearerTokens(config.receiver.bearer_tokens)
+        tls = config.receiver.tls
+
+        # Sockets first: a busy port fails before anything starts serving.
+        http_sock = _listen(config.receiver.http_endpoint, "OTLP/HTTP", "receiver.http_endpoint / --http-endpoint")
+        api_sock = _listen(config.api.endpoint, "the API", "api.endpoint / --api-endpoint")
+        self.http_port = http_sock.getsockname()[1]
+        self.api_port = api_sock.getsockname()[1]
+
+        max_bytes = config.receiver.max_request_bytes
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", 4 * 1024 * 1024),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        add_trace_service(self._grpc, ingestor.consume, ingest_tokens, self._on_refusal)
+        endpoint = config.receiver.grpc_endpoint
+        try:
+            if tls is not None:
+                credentials = grpc.ssl_server_credentials([(tls.key_file.read_bytes(), tls.cert_file.read_bytes())])
+                self.grpc_port = self._grpc.add_secure_port(endpoint, credentials)
+            else:
+                self.grpc_port = self._grpc.add_insecure_port(endpoint)
+        except RuntimeError as exc:
+            raise ListenError(
+                _listen_message(endpoint, "OTLP/gRPC", "receiver.grpc_endpoint / --grpc-endpoint", None)
+            ) from exc
+        if not self.grpc_port and not endpoint.endswith(":0"):
+            raise ListenError(_listen_message(endpoint, "OTLP/gRPC", "receiver.grpc_endpoint / --grpc-endpoint", None))
+        await self._grpc.start()
+
+        http_app = otlp_http_app(ingestor.consume, ingest_tokens, max_bytes, self._on_refusal)
+        api = api_app(store, self.metrics, BearerTokens(config.api.read_tokens), lambda: self._ready)
+        tls_options: dict[str, Any] = {}
+        if tls is not None:
+            tls_options = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
+        self._serve(http_app, http_sock, tls_options)
+        self._serve(api, api_sock, {})
+        for server, task, _ in self._uvicorns:
+            while not server.started and not task.done():
+                await asyncio.sleep(0.01)
+            if task.done():
+                task.result()
+        self._ready = True
+        logger.info(
+            "otel-cost serving: OTLP/gRPC :%d, OTLP/HTTP :%d, API :%d, store %s",
+            self.grpc_port,
+            self.http_port,
+            self.api_port,
+            store.url,
+        )
+
+    def _serve(self, app: Any, sock: socket.socket, options: dict[str, Any]) -> None:
+        config = uvicorn.Config(app, lifespan="off", log_config=None, log_level="warning", access_log=False, **options)
+        server = _EmbeddedUvicorn(config)
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        self._uvicorns.append((server, task, sock))
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop accepting, let in-flight exports finish (up to `grace_seconds`), close the store. Idempotent."""
+        if self._stopped:
+            logger.debug("server already stopped, ignoring call")
+            return
+        self._stopped = True
+        self._ready = False
+        if self._grpc is not None:
+            await self._grpc.stop(grace_seconds)
+        for server, _, _ in self._uvicorns:
+            server.should_exit = True
+        for _, task, sock in self._uvicorns:
+            try:
+                await asyncio.wait_for(task, timeout=grace_seconds + 1)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+            except Exception:
+                logger.exception("an HTTP server failed while stopping")
+            sock.close()
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.shutdown, grace_seconds * 1000 + 10_000)
+        if self.store is not None and self._given_store is None:
+            self.store.close()

@@ -1,0 +1,191 @@
+"""The embedded store: the real ClickHouse engine in this process (chDB), at a local path.
+
+One process owns a path (the engine holds a lock on `PATH/status`); other processes reach the data
+through the owner's API. A chDB Session runs one query at a time, so writes and reads get their own
+sessions; reads run with `readonly=2` (writes, DDL and file/URL table functions are refused).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import QueryError, StoreError, StoreLockedError, StoreUnavailableError
+from ..model import REQUEST_COLUMNS
+from .base import INSERT_SETTINGS, QUERY_SETTINGS, QueryResult, Store
+from .url import StoreURL
+
+__all__ = ["EmbeddedStore"]
+
+logger = logging.getLogger(__name__)
+
+_SEPARATOR = "\x1f"  # joins flags and map keys/values for transport; scrubbed from values first
+
+# How each Python-side column becomes a table column in `INSERT ... SELECT ... FROM Python(batch)`.
+_SELECT = {
+    "timestamp": "fromUnixTimestamp64Nano(assumeNotNull(timestamp))",
+    "cost": "toDecimal128(concat(assumeNotNull(cost), 'e-24'), 24)",
+    "flags": "arrayFilter(x -> x != '', splitByChar('\\x1f', assumeNotNull(flags)))",
+    "attributes": (
+        "mapFilter((k, v) -> k != '', mapFromArrays(splitByChar('\\x1f', assumeNotNull(attributes_keys)), "
+        "splitByChar('\\x1f', assumeNotNull(attributes_values))))"
+    ),
+    "resource_attributes": (
+        "mapFilter((k, v) -> k != '', mapFromArrays(splitByChar('\\x1f', assumeNotNull(resource_keys)), "
+        "splitByChar('\\x1f', assumeNotNull(resource_values))))"
+    ),
+}
+_COLUMN_LIST = ", ".join(REQUEST_COLUMNS)
+_SELECT_LIST = ", ".join(_SELECT.get(name, f"assumeNotNull({name})") for name in REQUEST_COLUMNS)
+_SETTINGS = ", ".join(f"{key}={value}" for key, value in INSERT_SETTINGS.items())
+
+_open_path: Path | None = None  # chDB allows one store path per process
+_open_lock = threading.Lock()
+
+
+def _scrub(text: str) -> str:
+    return text.replace(_SEPARATOR, " ") if _SEPARATOR in text else text
+
+
+def _map_columns(maps: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+    """Keys and values of each map joined for transport; a dict shared by many rows (a resource's
+    attributes) is joined once."""
+    keys_out: list[str] = []
+    values_out: list[str] = []
+    memo: dict[int, tuple[str, str]] = {}
+    for mapping in maps:
+        joined = memo.get(id(mapping))
+        if joined is None:
+            joined = (
+                _SEPARATOR.join(_scrub(key) for key in mapping),
+                _SEPARATOR.join(_scrub(value) for value in mapping.values()),
+            )
+            memo[id(mapping)] = joined
+        keys_out.append(joined[0])
+        values_out.append(joined[1])
+    return keys_out, values_out
+
+
+def _check_not_locked(path: Path) -> None:
+    status = path / "status"
+    if not status.exists():
+        return
+    with status.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            handle.seek(0)
+            owner = " ".join(handle.read().split())[:120]
+            raise StoreLockedError(
+                f"the embedded store at {path} is in use by another process ({owner or 'pid unknown'}). "
+                "Is `otel-cost serve` already running? Commands that only read use the running server's API "
+                "(--api), or stop the server first."
+            ) from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class EmbeddedStore(Store):
+    def __init__(self, url: StoreURL) -> None:
+        global _open_path
+        from chdb import session as chdb_session  # a large extension: loaded only when used
+
+        assert url.path is not None
+        path = url.path.resolve()
+        self.url = url.redacted()
+        self.path = path
+        self.database = url.database
+        with _open_lock:
+            if _open_path is not None and _open_path != path:
+                raise StoreError(
+                    f"this process already has the embedded store at {_open_path} open; chDB allows one "
+                    f"store path per process (asked for {path})"
+                )
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store directory {path}: {exc.strerror}") from exc
+            if _open_path is None:
+                _check_not_locked(path)
+            try:
+                self._writer = chdb_session.Session(str(path))
+                self._reader = chdb_session.Session(str(path))
+            except Exception as exc:
+                if (path / "status").exists():
+                    _check_not_locked(path)
+                raise StoreError(f"cannot open the embedded store at {path}: {exc}") from exc
+            _open_path = path
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._closed = False
+        self._writer.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        self._writer.query(f"USE {self.database}")
+        self._reader.query(f"USE {self.database}")
+        for key, value in QUERY_SETTINGS.items():
+            self._reader.query(f"SET {key} = {value}")
+        self._reader.query("SET readonly = 2")
+
+    def execute(self, sql: str) -> None:
+        with self._write_lock:
+            self._run(self._writer, sql, "CSV")
+
+    def insert_requests(self, rows: Sequence[tuple[Any, ...]], token: str) -> None:
+        if not rows:
+            return
+        columns = dict(zip(REQUEST_COLUMNS, (list(column) for column in zip(*rows, strict=True)), strict=True))
+        columns["cost"] = [str(units) for units in columns["cost"]]
+        columns["flags"] = [_SEPARATOR.join(flags) for flags in columns["flags"]]
+        columns["attributes_keys"], columns["attributes_values"] = _map_columns(columns.pop("attributes"))
+        columns["resource_keys"], columns["resource_values"] = _map_columns(columns.pop("resource_attributes"))
+        otel_cost_batch = columns  # noqa: F841 - read by name by chDB's Python() table function
+        sql = (
+            f"INSERT INTO requests ({_COLUMN_LIST}) "
+            f"SETTINGS {_SETTINGS}, insert_deduplication_token='{token}' "
+            f"SELECT {_SELECT_LIST} FROM Python(otel_cost_batch)"
+        )
+        with self._write_lock:
+            self._run(self._writer, sql, "CSV", writing=True)
+
+    def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
+        return QueryResult.from_json_compact(self.query_text(sql, "JSONCompact", readonly=readonly))
+
+    def query_text(self, sql: str, fmt: str, *, readonly: bool = True) -> bytes:
+        if readonly:
+            with self._read_lock:
+                return self._run(self._reader, sql, fmt)
+        with self._write_lock:
+            return self._run(self._writer, sql, fmt)
+
+    def _run(self, session: Any, sql: str, fmt: str, *, writing: bool = False) -> bytes:
+        if self._closed:
+            raise StoreUnavailableError(f"the store {self.url} is closed")
+        try:
+            result = session.query(sql, fmt)
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if writing:
+                # An insert that fails inside the engine (disk full, I/O) may succeed on retry.
+                raise StoreUnavailableError(f"insert into {self.url} failed: {message}") from exc
+            raise QueryError(message) from exc
+        data: bytes = result.bytes() if result is not None else b""
+        return data
+
+    def close(self) -> None:
+        global _open_path
+        if self._closed:
+            return
+        self._closed = True
+        with self._write_lock, self._read_lock:
+            for session in (self._reader, self._writer):
+                try:
+                    session.close()
+                except Exception:  # closing must not mask the reason we are closing
+                    logger.exception("closing a chDB session failed")
+        with _open_lock:
+            _open_path = None

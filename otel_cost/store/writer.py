@@ -1,0 +1,184 @@
+"""Group commit: rows from concurrent exports share one insert; each export learns when its rows are
+durable.
+
+Exports hand their rows to `submit()` and await the returned future. One writer thread inserts
+everything pending as one batch (up to `max_batch_rows`) as soon as the previous insert finishes, so
+batches grow with load and a lone export waits only for its own insert. A failed insert is retried
+with the same deduplication token (never duplicated), then the futures fail with the store's error,
+and the exports are refused with a retryable status. When more than `max_pending_rows` wait,
+`submit()` refuses at once (`OverloadedError`): backpressure instead of unbounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import OtelCostError, OverloadedError, StoreUnavailableError
+from .base import Store
+
+__all__ = ["BatchWriter", "WriterStats"]
+
+logger = logging.getLogger(__name__)
+
+
+class WriterStats:
+    __slots__ = ("batches", "failed_batches", "last_flush_seconds", "rows")
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.rows = 0
+        self.failed_batches = 0
+        self.last_flush_seconds = 0.0
+
+
+class _Submission:
+    __slots__ = ("future", "loop", "rows")
+
+    def __init__(self, rows: Sequence[tuple[Any, ...]], loop: asyncio.AbstractEventLoop) -> None:
+        self.rows = rows
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch_rows: int = 50_000,
+        max_pending_rows: int = 200_000,
+        insert_attempts: int = 3,
+        retry_backoff_seconds: float = 0.2,
+        on_flush: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._max_batch_rows = max_batch_rows
+        self._max_pending_rows = max_pending_rows
+        self._attempts = insert_attempts
+        self._backoff = retry_backoff_seconds
+        self._on_flush = on_flush
+        self._queue: deque[_Submission] = deque()
+        self._pending_rows = 0
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._shutdown = False
+        self.stats = WriterStats()
+        self._thread = threading.Thread(target=self._run, name="otel-cost-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_rows
+
+    def submit(self, rows: Sequence[tuple[Any, ...]]) -> asyncio.Future[None]:
+        """Queue rows; the future resolves once they are durable. Call from the event loop."""
+        loop = asyncio.get_running_loop()
+        submission = _Submission(rows, loop)
+        with self._cond:
+            if self._stopping:
+                raise OverloadedError("otel-cost is shutting down", retry_after_seconds=5)
+            if self._pending_rows and self._pending_rows + len(rows) > self._max_pending_rows:
+                raise OverloadedError(
+                    f"{self._pending_rows} rows are waiting for the store (limit {self._max_pending_rows})",
+                    retry_after_seconds=1,
+                )
+            self._queue.append(submission)
+            self._pending_rows += len(rows)
+            self._cond.notify()
+        return submission.future
+
+    def _take_batch(self) -> list[_Submission]:
+        taken: list[_Submission] = []
+        size = 0
+        while self._queue and (not taken or size + len(self._queue[0].rows) <= self._max_batch_rows):
+            submission = self._queue.popleft()
+            taken.append(submission)
+            size += len(submission.rows)
+        self._in_flight = size
+        return taken
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue and self._stopping:
+                    return
+                batch = self._take_batch()
+            rows = [row for submission in batch for row in submission.rows]
+            error = self._insert(rows)
+            with self._cond:
+                self._pending_rows -= self._in_flight
+                self._in_flight = 0
+                self._cond.notify_all()
+            for submission in batch:
+                # RuntimeError: the export's event loop is gone, so nobody is waiting.
+                with contextlib.suppress(RuntimeError):
+                    submission.loop.call_soon_threadsafe(_settle, submission.future, error)
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> BaseException | None:
+        token = uuid.uuid4().hex  # the same on every retry of this batch: never inserted twice
+        started = time.perf_counter()
+        for attempt in range(1, self._attempts + 1):
+            try:
+                self._store.insert_requests(rows, token)
+            except OtelCostError as exc:
+                if not exc.retryable or attempt == self._attempts:
+                    logger.error("insert of %d rows failed (attempt %d): %s", len(rows), attempt, exc.message)
+                    self.stats.failed_batches += 1
+                    return StoreUnavailableError(f"the store could not take the batch: {exc.message}")
+                logger.warning("insert of %d rows failed (attempt %d), retrying: %s", len(rows), attempt, exc)
+                time.sleep(self._backoff * attempt)
+            except Exception as exc:
+                logger.exception("insert of %d rows failed unexpectedly", len(rows))
+                self.stats.failed_batches += 1
+                return StoreUnavailableError(f"the store could not take the batch: {exc}")
+            else:
+                elapsed = time.perf_counter() - started
+                self.stats.batches += 1
+                self.stats.rows += len(rows)
+                self.stats.last_flush_seconds = elapsed
+                if self._on_flush is not None:
+                    self._on_flush(len(rows), elapsed)
+                return None
+        return StoreUnavailableError("the store could not take the batch")  # pragma: no cover
+
+    def force_flush(self, timeout_millis: float = 30_000) -> bool:
+        """Wait until everything submitted so far is inserted (or failed). False on timeout."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        with self._cond:
+            while self._pending_rows:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        """Stop taking rows, finish what was submitted, stop the thread. Idempotent."""
+        if self._shutdown:
+            logger.debug("writer already shut down, ignoring call")
+            return
+        self._shutdown = True
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout_millis / 1000)
