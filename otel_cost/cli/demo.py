@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
 
 import click
 
@@ -45,9 +45,8 @@ def demo(endpoint: str, calls: int, seed: int, token: str | None) -> None:
     from ..demo import run_demo
 
     headers = {"authorization": f"Bearer {token}"} if token else None
-    with click.progressbar(length=calls, label="sending model calls", file=click.get_text_stream("stderr")) as bar:
-        progress: Any = bar
-        summary = run_demo(endpoint, calls, seed, headers=headers, progress=progress.update)
+    with click.progressbar(length=calls, label="sending model calls", file=sys.stderr) as bar:
+        summary = run_demo(endpoint, calls, seed, headers=headers, progress=bar.update)
     if summary.failed_spans:
         raise click.ClickException(
             f"{summary.failed_spans} of {summary.spans + summary.failed_spans} spans were not accepted by {endpoint}"

@@ -44,7 +44,9 @@ _COLUMN_LIST = ", ".join(REQUEST_COLUMNS)
 _SELECT_LIST = ", ".join(_SELECT.get(name, f"assumeNotNull({name})") for name in REQUEST_COLUMNS)
 _SETTINGS = ", ".join(f"{key}={value}" for key, value in INSERT_SETTINGS.items())
 
-_open_path: Path | None = None  # chDB allows one store path per process
+# chDB allows one store path per process; several stores (databases) may share it.
+_open_path: Path | None = None
+_open_count = 0
 _open_lock = threading.Lock()
 
 
@@ -93,7 +95,7 @@ def _check_not_locked(path: Path) -> None:
 
 class EmbeddedStore(Store):
     def __init__(self, url: StoreURL) -> None:
-        global _open_path
+        global _open_path, _open_count
         from chdb import session as chdb_session  # a large extension: loaded only when used
 
         assert url.path is not None
@@ -121,6 +123,7 @@ class EmbeddedStore(Store):
                     _check_not_locked(path)
                 raise StoreError(f"cannot open the embedded store at {path}: {exc}") from exc
             _open_path = path
+            _open_count += 1
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._closed = False
@@ -177,7 +180,7 @@ class EmbeddedStore(Store):
         return data
 
     def close(self) -> None:
-        global _open_path
+        global _open_path, _open_count
         if self._closed:
             return
         self._closed = True
@@ -188,4 +191,6 @@ class EmbeddedStore(Store):
                 except Exception:  # closing must not mask the reason we are closing
                     logger.exception("closing a chDB session failed")
         with _open_lock:
-            _open_path = None
+            _open_count -= 1
+            if _open_count == 0:
+                _open_path = None

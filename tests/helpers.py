@@ -1,0 +1,157 @@
+"""Builders for OTLP payloads and a server running in a background thread, for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from otel_cost.config import load_config
+from otel_cost.server import Server
+from otel_cost.store import QueryResult
+
+NOW_NS = 1_795_991_404_000_000_000  # 2026-11-30T...Z, a fixed instant so prices are reproducible
+
+
+def any_value(value: Any) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, list):
+        out = AnyValue()
+        out.array_value.values.extend(any_value(item) for item in value)
+        return out
+    if isinstance(value, dict):
+        out = AnyValue()
+        out.kvlist_value.values.extend(KeyValue(key=k, value=any_value(v)) for k, v in value.items())
+        return out
+    return AnyValue(string_value=str(value))
+
+
+def key_values(attributes: Mapping[str, Any]) -> list[KeyValue]:
+    return [KeyValue(key=key, value=any_value(value)) for key, value in attributes.items()]
+
+
+def make_span(
+    attributes: Mapping[str, Any],
+    *,
+    trace_id: bytes | None = None,
+    span_id: bytes | None = None,
+    parent_span_id: bytes = b"",
+    name: str = "chat",
+    start_ns: int = NOW_NS,
+    duration_ns: int = 1_000_000_000,
+    error: bool = False,
+) -> Span:
+    span = Span(
+        trace_id=trace_id or os.urandom(16),
+        span_id=span_id or os.urandom(8),
+        parent_span_id=parent_span_id,
+        name=name,
+        kind=Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=start_ns,
+        end_time_unix_nano=start_ns + duration_ns,
+    )
+    span.attributes.extend(key_values(attributes))
+    if error:
+        span.status.code = Status.STATUS_CODE_ERROR
+    return span
+
+
+def make_request(
+    spans: list[Span],
+    *,
+    resource: Mapping[str, Any] | None = None,
+    scope: str = "opentelemetry.instrumentation.openai.v1",
+    scope_version: str = "0.62.4",
+) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.extend(
+        key_values(resource if resource is not None else {"service.name": "checkout-assistant", "team": "payments"})
+    )
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = scope
+    scope_spans.scope.version = scope_version
+    scope_spans.spans.extend(spans)
+    return request
+
+
+def chat_attributes(**extra: Any) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.response.model": "gpt-4o-2024-08-06",
+        "gen_ai.usage.input_tokens": 1200,
+        "gen_ai.usage.output_tokens": 300,
+    }
+    attributes.update(extra)
+    return attributes
+
+
+class RunningServer:
+    """A real `Server` on 127.0.0.1 with ports chosen by the OS, in its own thread and event loop."""
+
+    def __init__(self, store_url: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        sections: dict[str, dict[str, Any]] = {
+            "receiver": {"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0"},
+            "api": {"endpoint": "127.0.0.1:0"},
+            "store": {"url": store_url},
+        }
+        for section, values in (overrides or {}).items():
+            sections.setdefault(section, {}).update(values)
+        self.config = load_config(overrides=sections, environ={})
+        self.server = Server(self.config)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="test-server", daemon=True)
+        self._thread.start()
+        try:
+            self.run(self.server.start())
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, coroutine: Any, timeout: float = 60) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return future.result(timeout)
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.server.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.http_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.api_port}"
+
+    def query(self, sql: str) -> QueryResult:
+        assert self.server.store is not None
+        return self.server.store.query(sql)
+
+    def scalar(self, sql: str) -> Any:
+        return self.query(sql).scalar()
+
+    def close(self) -> None:
+        if self.loop.is_running():
+            try:
+                self.run(self.server.stop(grace_seconds=1))
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join(10)
+        self.loop.close()
