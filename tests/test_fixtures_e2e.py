@@ -3,6 +3,8 @@ is stored with the exact list-price cost its README states."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import urllib.request
 from decimal import Decimal
@@ -44,11 +46,7 @@ def to_otlp_json(request: ExportTraceServiceRequest) -> bytes:
             for span in scope_spans["spans"]:
                 for key in ("traceId", "spanId", "parentSpanId"):
                     if key in span:
-                        import base64
-
                         span[key] = base64.b64decode(span[key]).hex()
-    import json
-
     return json.dumps(document).encode()
 
 

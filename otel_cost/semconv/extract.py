@@ -130,7 +130,9 @@ def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: in
     elif not _MIN_NS <= end_ns < _MAX_NS:
         raise InvalidSpanError(f"end time {end_ns} ns is outside 2000-2199")
     start_ns = span.start_time_unix_nano
-    if not start_ns or start_ns > end_ns:
+    # Prices are looked up at the start: a missing, late or pre-2000 (garbage) start must not price a call
+    # at the catalog's earliest price, so the end stands in for it.
+    if not _MIN_NS <= start_ns <= end_ns:
         start_ns = end_ns
     call.timestamp_ns = end_ns
     call.start_ns = start_ns

@@ -81,6 +81,7 @@ FIELD_SOURCES: dict[str, tuple[str, ...]] = {
         "llm.response.model",
         "llm.response.model_name",
         "llm.model_name",  # OpenInference: the model that answered
+        "embedding.model_name",  # OpenInference EMBEDDING spans name their model here, not in llm.model_name
     ),
     "provider": (
         "gen_ai.provider.name",

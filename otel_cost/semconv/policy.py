@@ -55,6 +55,15 @@ _CONTENT_EXACT = frozenset(
         "langfuse.trace.input",
         "langfuse.trace.output",
         "all_messages_events",
+        # OpenInference: whole message lists, embedding inputs, retrieved and reranked documents
+        "llm.prompts",
+        "llm.input_messages",
+        "llm.output_messages",
+        "embedding.embeddings",
+        "retrieval.documents",
+        "reranker.query",
+        "reranker.input_documents",
+        "reranker.output_documents",
         "final_result",
         "events",
         "prompt",
@@ -73,6 +82,10 @@ _CONTENT_PREFIXES = (
     "llm.input_messages.",
     "llm.output_messages.",
     "llm.prompt_template.",
+    "embedding.embeddings.",
+    "retrieval.documents.",
+    "reranker.input_documents.",
+    "reranker.output_documents.",
     "ai.prompt.",
     "input.",
     "output.",
@@ -89,7 +102,8 @@ _SECRET_KEY = re.compile(
 )
 
 _SECRET_VALUE = re.compile(
-    r"sk-(?:ant-|proj-|svcacct-|admin-|lf-)?[A-Za-z0-9_\-]{16,}"  # OpenAI, Anthropic, Langfuse secret keys
+    # OpenAI, Anthropic, Langfuse secret keys; `\b` so "risk-assessment-service-prod" is not one
+    r"\bsk-(?:ant-|proj-|svcacct-|admin-|lf-)?[A-Za-z0-9_\-]{16,}"
     r"|\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"  # AWS access key ids
     r"|AIza[0-9A-Za-z_\-]{35}"  # Google API keys
     r"|\bya29\.[0-9A-Za-z_\-]{20,}"  # Google OAuth access tokens
@@ -99,7 +113,8 @@ _SECRET_VALUE = re.compile(
     r"|\bhf_[A-Za-z0-9]{30,}"  # Hugging Face tokens
     r"|\b(?:[Bb]earer|[Bb]asic|BEARER|BASIC)\s+[A-Za-z0-9._~+/=\-]{8,}"  # authorization header values
     r"|\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"  # JWTs
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    # PEM private keys: the key material up to the END line (or the end of a cut value), not just BEGIN
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?-----END [A-Z ]*PRIVATE KEY-----|.*)"
 )
 
 _cache: dict[str, int] = {}

@@ -2,7 +2,7 @@
 
 One process owns a path (the engine holds a lock on `PATH/status`); other processes reach the data
 through the owner's API. A chDB Session runs one query at a time, so writes and reads get their own
-sessions; reads run with `readonly=2` (writes, DDL and file/URL table functions are refused).
+sessions; reads run with `readonly=1` (writes, DDL, settings changes and file/URL table functions are refused).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class EmbeddedStore(Store):
         self._reader.query(f"USE {self.database}")
         for key, value in QUERY_SETTINGS.items():
             self._reader.query(f"SET {key} = {value}")
-        self._reader.query("SET readonly = 2")
+        self._reader.query("SET readonly = 1")
 
     def execute(self, sql: str) -> None:
         with self._write_lock:
