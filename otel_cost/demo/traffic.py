@@ -370,8 +370,9 @@ def run_demo(
     summary.by_service["doc-pipeline"] = made
     if progress:
         progress(made)
+    first_round = list(mix)  # every story at least once, then the weighted mix
     while made < calls:
-        service, _, make = rng.choices(mix, weights=weights)[0]
+        service, _, make = first_round.pop(0) if first_round else rng.choices(mix, weights=weights)[0]
         count = make()
         made += count
         summary.by_service[service] = summary.by_service.get(service, 0) + count
