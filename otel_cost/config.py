@@ -52,13 +52,12 @@ class TLSConfig(_Section):
     cert_file: Path
     key_file: Path
 
-    @model_validator(mode="after")
-    def _files_exist(self) -> TLSConfig:
-        for name in ("cert_file", "key_file"):
-            path = getattr(self, name)
-            if not Path(path).is_file():
-                raise ValueError(f"{name} {str(path)!r} does not exist")
-        return self
+    @field_validator("cert_file", "key_file")
+    @classmethod
+    def _exists(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"file {str(path)!r} does not exist")
+        return path
 
 
 class ReceiverConfig(_Section):
@@ -125,12 +124,12 @@ class Config(_Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
 
 
-def _substitute(node: Any, path: str) -> Any:
+def _substitute(node: Any, path: str, environ: Mapping[str, str]) -> Any:
     if isinstance(node, str):
 
         def replace(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            value = os.environ.get(name)
+            value = environ.get(name)
             if value is None:
                 if default is None:
                     raise ConfigError(
@@ -142,9 +141,9 @@ def _substitute(node: Any, path: str) -> Any:
 
         return _ENV_REF.sub(replace, node)
     if isinstance(node, dict):
-        return {key: _substitute(value, f"{path}.{key}" if path else str(key)) for key, value in node.items()}
+        return {key: _substitute(value, f"{path}.{key}" if path else str(key), environ) for key, value in node.items()}
     if isinstance(node, list):
-        return [_substitute(value, f"{path}[{index}]") for index, value in enumerate(node)]
+        return [_substitute(value, f"{path}[{index}]", environ) for index, value in enumerate(node)]
     return node
 
 
@@ -174,17 +173,20 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Mapping[str, Any]]) -> dict
 
 
 def _line_of(root: yaml.Node | None, location: tuple[Any, ...]) -> int | None:
-    node = root
+    """The 1-based line of the key (or list item) at `location` in the YAML document."""
+    node, line = root, None
     for part in location:
         if isinstance(node, yaml.MappingNode):
-            node = next((value for key, value in node.value if key.value == part), None)
+            pair = next(((key, value) for key, value in node.value if key.value == part), None)
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line + 1, pair[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
+            line = node.start_mark.line + 1
         else:
             break
-        if node is None:
-            break
-    return None if node is None else node.start_mark.line + 1
+    return line
 
 
 def _describe(error: ValidationError, source: str, root: yaml.Node | None) -> str:
@@ -230,7 +232,7 @@ def load_config(
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections (receiver, api, store)")
-        document = _substitute(loaded, "")
+        document = _substitute(loaded, "", environ)
     document = _merge(document, _env_overrides(environ))
     document = _merge(document, overrides or {})
     try:

@@ -1,0 +1,95 @@
+"""Configuration: defaults, env substitution and overrides, and errors located by file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from otel_cost.config import load_config
+from otel_cost.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "otel-cost.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_serve_a_laptop() -> None:
+    config = load_config(environ={})
+    assert (config.receiver.grpc_endpoint, config.receiver.http_endpoint, config.api.endpoint) == (
+        "0.0.0.0:4317",
+        "0.0.0.0:4318",
+        "0.0.0.0:8318",
+    )
+    assert config.store.url == "chdb:./otel-cost-data"
+    assert config.receiver.bearer_tokens == []
+    assert config.receiver.max_request_bytes == 64 * 1024 * 1024
+
+
+def test_env_substitution_and_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, 'receiver:\n  bearer_tokens: ["${env:INGEST}", "${env:SPARE:-spare-token}"]\n')
+    config = load_config(path, environ={"INGEST": "abc"})
+    assert config.receiver.bearer_tokens == ["abc", "spare-token"]
+
+
+def test_an_unset_env_var_is_an_error_not_a_silent_empty_token(tmp_path: Path) -> None:
+    path = write(tmp_path, 'receiver:\n  bearer_tokens: ["${env:OTEL_COST_INGEST_TOKEN}"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.message == (
+        "receiver.bearer_tokens[0]: environment variable OTEL_COST_INGEST_TOKEN is not set "
+        "(write ${env:OTEL_COST_INGEST_TOKEN:-default} to make it optional)"
+    )
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "store:\n  url: chdb:/from/file\n  batch_size: 10\n")
+    environ = {"OTEL_COST_STORE_URL": "chdb:/from/env", "OTEL_COST_RECEIVER_BEARER_TOKENS": "a, b"}
+    config = load_config(path, environ=environ)
+    assert (config.store.url, config.store.batch_size, config.receiver.bearer_tokens) == (
+        "chdb:/from/env",
+        10,
+        ["a", "b"],
+    )
+    config = load_config(path, environ=environ, overrides={"store": {"url": "chdb:/from/flag"}})
+    assert config.store.url == "chdb:/from/flag"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("htttp:\n  x: 1\n", "{path}:1: htttp: unknown key 'htttp'"),
+        (
+            "receiver:\n  max_request_bytes: 10\n",
+            "{path}:2: receiver.max_request_bytes: Input should be greater than or equal to 1024 (got 10)",
+        ),
+        (
+            "store:\n  batch_size: 5000\n  queue_size: 2048\n",
+            "{path}:1: store: store.batch_size must be <= store.queue_size (got 5000 > 2048)",
+        ),
+        ("api:\n  endpoint: 8318\n", "{path}:2: api.endpoint: Input should be a valid string (got 8318)"),
+        (
+            "receiver:\n  bearer_tokens: ['']\n",
+            "{path}:2: receiver.bearer_tokens: tokens must not be empty (an empty list disables authentication)",
+        ),
+        (
+            "receiver:\n  tls:\n    cert_file: /nope.crt\n    key_file: /nope.key\n",
+            "{path}:3: receiver.tls.cert_file: file '/nope.crt' does not exist",
+        ),
+        ("- a\n- b\n", "{path}: the top level must be a mapping of sections (receiver, api, store)"),
+        ("receiver: [\n", "{path}: not valid YAML"),
+    ],
+)
+def test_errors_name_file_line_and_dotted_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.message.startswith(expected.format(path=path))
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "absent.yaml", environ={})
+    assert caught.value.message == f"{tmp_path / 'absent.yaml'}: cannot read config file: No such file or directory"
