@@ -131,17 +131,19 @@ class RecentSpans:
         return len(result.rows)
 
 
-def mark_nested_duplicates(entries: list[tuple[bytes, Call]], recent: RecentSpans) -> int:
-    """Make the outer layer of each nested pair non-billable; returns how many calls it changed.
+def mark_nested_duplicates(entries: list[tuple[bytes, Call]], recent: RecentSpans) -> list[tuple[bytes, bytes]]:
+    """Make the outer layer of each nested pair non-billable.
 
     `entries` are one export's calls (span key, call). Pairs inside the export are matched first,
-    then pairs whose other half was accepted earlier.
+    then pairs whose other half was accepted earlier. Returns the pairs found inside the export as
+    (kept inner key, outer duplicate key), so the caller can let the inner call inherit what only the
+    outer span says (instrumentation libraries carry the app's attributes, SDK spans do not).
     """
     billable = {key: call for key, call in entries if call.billable}
+    pairs: list[tuple[bytes, bytes]] = []
     if not billable:
-        return 0
+        return pairs
     signatures = {key: model_signature(call) for key, call in billable.items()}
-    changed = 0
     for key, call in billable.items():
         signature = signatures[key]
         if call.parent_span_id:
@@ -150,18 +152,16 @@ def mark_nested_duplicates(entries: list[tuple[bytes, Call]], recent: RecentSpan
             if parent is not None:
                 if parent.billable and same_call(signatures[parent_key], signature):
                     _mark(parent, call.span_id)
-                    changed += 1
+                    pairs.append((key, parent_key))
             else:
                 earlier_parent = recent.billable_call(parent_key)
                 if earlier_parent is not None and call.billable and same_call(earlier_parent, signature):
                     _mark(call, call.parent_span_id)
-                    changed += 1
                     continue
         earlier_child = recent.billable_child(key)
         if earlier_child is not None and call.billable and same_call(signature, earlier_child[1]):
             _mark(call, earlier_child[0])
-            changed += 1
-    return changed
+    return pairs
 
 
 def _mark(call: Call, repeated_span_id: bytes) -> None:

@@ -96,13 +96,19 @@ class Pipeline:
                     staged.append((key, call, attrs, resource, resource_strings))
 
         entries = [(key, call) for key, call, *_ in staged]
-        mark_nested_duplicates(entries, recent)
+        # A kept inner call (a provider SDK's span) is owned as its outer span says, where it is silent.
+        owner_attrs: dict[bytes, dict[str, Any]] = {}
+        pairs = mark_nested_duplicates(entries, recent)
+        if pairs:
+            attrs_by_key = {key: attrs for key, _, attrs, _, _ in staged}
+            for inner, outer in pairs:
+                owner_attrs[inner] = {**attrs_by_key[outer], **attrs_by_key[inner]}
         result.entries = entries
         price, attribute = self.price_book.price, self.attributor.attribute
         rows = result.rows
-        for _key, call, attrs, resource, resource_strings in staged:
+        for key, call, attrs, resource, resource_strings in staged:
             priced = price(call)
-            owner = attribute(attrs, resource)
+            owner = attribute(owner_attrs.get(key, attrs), resource)
             if call.billable:
                 if not priced.priced:
                     result.unpriced += 1

@@ -70,6 +70,17 @@ def test_nested_instrumentation_in_one_export_bills_the_inner_span_once(server: 
     assert billed(server) == ONE_CALL
 
 
+def test_the_kept_inner_call_is_owned_as_the_outer_span_says(server: RunningServer) -> None:
+    outer, inner = nested_pair()
+    outer.attributes.extend(make_span({"gen_ai.agent.name": "ticket-triage", "app.feature": "triage"}).attributes)
+    export(server, make_request([inner, outer]))
+    rows = server.query(
+        "SELECT billable, agent, feature, mapContains(attributes, 'app.feature') FROM requests ORDER BY billable"
+    ).rows
+    # the inner row's stored attributes stay its own; only its owner comes from the outer span
+    assert rows == [[0, "ticket-triage", "triage", 1], [1, "ticket-triage", "triage", 0]]
+
+
 def test_nested_instrumentation_across_exports_in_either_order(server: RunningServer) -> None:
     first_outer, first_inner = nested_pair()
     export(server, make_request([first_inner]), make_request([first_outer]))  # usual order: the child ends first
