@@ -55,17 +55,16 @@ def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[str, str]:
 class ResourceOwner:
     """What a resource says about ownership, computed once per ResourceSpans."""
 
-    __slots__ = ("owner", "service_name", "values")
+    __slots__ = ("owner", "owner_key", "service_name", "values")
 
     def __init__(self, resource_attrs: Mapping[str, Any]) -> None:
-        service = _clean(resource_attrs.get("service.name"))
-        if service.startswith("unknown_service"):
-            service = ""
-        self.service_name = service
+        self.service_name = _clean(resource_attrs.get("service.name"))  # stored as sent
+        service = "" if self.service_name.startswith("unknown_service") else self.service_name
         self.values: dict[str, tuple[str, str]] = {
             dimension: _first(resource_attrs, keys) for dimension, keys in DIMENSION_SOURCES.items()
         }
         # The owner of a span that says nothing itself (the common case: computed once, reused).
+        self.owner_key = service  # the service name, unless it is the SDK's default
         self.owner = _combine({}, self.values, service)
 
 
@@ -101,4 +100,4 @@ class Attributor:
             for dimension, keys in DIMENSION_SOURCES.items()
             if not present.isdisjoint(keys)
         }
-        return _combine(span_values, resource.values, resource.service_name)
+        return _combine(span_values, resource.values, resource.owner_key)

@@ -115,6 +115,8 @@ class PriceBook:
         except LookupError as exc:
             return _Unpriced(str(exc), self.version)
         models = [model for model in (call.response_model, call.request_model) if model]
+        # SDK-style refs such as "models/gemini-2.5-pro" or "openai/gpt-4o": the catalog name comes last.
+        models += [model.rsplit("/", 1)[1] for model in models if "/" in model]
         if not models:
             return _Unpriced("no model name on the span", self.version)
         entry = None

@@ -111,7 +111,9 @@ _SECRET_VALUE = re.compile(
     r"|\bxox[abposr]-[A-Za-z0-9\-]{10,}"  # Slack tokens
     r"|\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe keys
     r"|\bhf_[A-Za-z0-9]{30,}"  # Hugging Face tokens
-    r"|\b(?:[Bb]earer|[Bb]asic|BEARER|BASIC)\s+[A-Za-z0-9._~+/=\-]{8,}"  # authorization header values
+    # authorization header values; the credential must hold a digit, "=" or "." so prose ("basic research") is kept
+    r"|\b(?:[Bb]earer|BEARER)\s+(?=[A-Za-z_~+/\-]*[0-9=.])[A-Za-z0-9._~+/=\-]{8,}"
+    r"|\b(?:[Bb]asic|BASIC)\s+(?=[A-Za-z+/]*[0-9=])[A-Za-z0-9+/]{8,}={0,2}"
     r"|\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"  # JWTs
     # PEM private keys: the key material up to the END line (or the end of a cut value), not just BEGIN
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?-----END [A-Z ]*PRIVATE KEY-----|.*)"
