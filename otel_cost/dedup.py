@@ -32,10 +32,18 @@ _VERSION = re.compile(r"-v\d+(?::\d+)?$")
 _SNAPSHOT = re.compile(r"[-@]\d{4}-?\d{2}-?\d{2}$")
 
 
+_normal_models: dict[str, str] = {}
+
+
 def _normal_model(model: str) -> str:
+    known = _normal_models.get(model)
+    if known is not None:
+        return known
     name = model.strip().lower().rsplit("/", 1)[-1]
-    name = _VENDOR.sub("", _REGION.sub("", name))
-    return _SNAPSHOT.sub("", _VERSION.sub("", name))
+    name = _SNAPSHOT.sub("", _VERSION.sub("", _VENDOR.sub("", _REGION.sub("", name))))
+    if len(_normal_models) < 50_000:  # model names repeat; the bound keeps hostile churn cheap
+        _normal_models[model] = name
+    return name
 
 
 def model_signature(call: Call) -> Signature:

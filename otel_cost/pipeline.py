@@ -15,7 +15,7 @@ from .attribution import Attributor, ResourceOwner
 from .dedup import RecentSpans, mark_nested_duplicates
 from .model import UNATTRIBUTED, Call
 from .pricing import PriceBook
-from .semconv import InvalidSpanError, emitter_for_scope, extract, redact_values, to_dict, to_strings
+from .semconv import InvalidSpanError, emitter_for_scope, extract, redact_values, to_dict
 
 __all__ = ["ExportResult", "Pipeline"]
 
@@ -63,13 +63,12 @@ class Pipeline:
         result = ExportResult()
         now_ns = time.time_ns()
         recent = self.recent
-        staged: list[tuple[bytes, Call, dict[str, Any], ResourceOwner, dict[str, str]]] = []
+        staged: list[tuple[bytes, Call, dict[str, Any], ResourceOwner, dict[str, Any]]] = []
         keys_here: set[bytes] = set()
         for resource_index, resource_spans in enumerate(request.resource_spans):
             resource_attrs = to_dict(resource_spans.resource.attributes)
             redact_values(resource_attrs)
             resource = ResourceOwner(resource_attrs)
-            resource_strings = to_strings(resource_attrs)
             for scope_spans in resource_spans.scope_spans:
                 scope = scope_spans.scope
                 emitter = emitter_for_scope(scope.name, scope.version)
@@ -93,7 +92,7 @@ class Pipeline:
                             result.waits.append(in_flight)
                         continue
                     keys_here.add(key)
-                    staged.append((key, call, attrs, resource, resource_strings))
+                    staged.append((key, call, attrs, resource, resource_attrs))
 
         entries = [(key, call) for key, call, *_ in staged]
         # A kept inner call (a provider SDK's span) is owned as its outer span says, where it is silent.
@@ -106,7 +105,7 @@ class Pipeline:
         result.entries = entries
         price, attribute = self.price_book.price, self.attributor.attribute
         rows = result.rows
-        for key, call, attrs, resource, resource_strings in staged:
+        for key, call, attrs, resource, resource_attrs in staged:
             priced = price(call)
             owner = attribute(owner_attrs.get(key, attrs), resource)
             if call.billable:
@@ -153,8 +152,8 @@ class Pipeline:
                     call.flags,
                     call.conversation_id,
                     call.response_id,
-                    to_strings(attrs),
-                    resource_strings,
+                    attrs,
+                    resource_attrs,
                 )
             )
         return result

@@ -110,6 +110,7 @@ class Server:
             store,
             max_batch_rows=config.store.batch_size,
             max_pending_rows=config.store.queue_size,
+            max_delay_millis=config.store.flush_interval_millis,
             on_flush=self.metrics.on_flush,
         )
         self.metrics.track_pending(lambda: self._writer.pending_rows if self._writer else 0)

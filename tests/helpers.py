@@ -109,7 +109,7 @@ class RunningServer:
         sections: dict[str, dict[str, Any]] = {
             "receiver": {"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0"},
             "api": {"endpoint": "127.0.0.1:0"},
-            "store": {"url": store_url},
+            "store": {"url": store_url, "flush_interval_millis": 5},
         }
         for section, values in (overrides or {}).items():
             sections.setdefault(section, {}).update(values)

@@ -1,6 +1,6 @@
 """Stage 1: span -> Call. Reads every GenAI attribute dialect found in the wild into one convention."""
 
-from .attributes import to_dict, to_strings
+from .attributes import to_dict
 from .emitters import Emitter, emitter_for_scope
 from .extract import MAX_TOKENS, InvalidSpanError, extract
 from .policy import redact_values
@@ -13,5 +13,4 @@ __all__ = [
     "extract",
     "redact_values",
     "to_dict",
-    "to_strings",
 ]

@@ -6,13 +6,13 @@ Python string) and secret-named attributes are replaced unread; see `policy`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
+from .policy import _cache as _verdicts
 from .policy import CONTENT, KEEP, REDACTED, classify_key
 
-__all__ = ["AttrValue", "any_value", "to_dict", "to_strings"]
+__all__ = ["AttrValue", "any_value", "to_dict"]
 
 AttrValue = str | bool | int | float | bytes | list[Any] | dict[str, Any] | None
 
@@ -44,12 +44,15 @@ def any_value(value: Any, depth: int = 0) -> AttrValue:
 
 def to_dict(key_values: Iterable[Any]) -> dict[str, AttrValue]:
     """`KeyValue` list to dict. Content keys are dropped, secret keys redacted; a repeated key keeps
-    its last value."""
+    its last value. The hot path: one dict lookup per key beyond reading the value."""
     out: dict[str, AttrValue] = {}
+    known = _verdicts.get
     for kv in key_values:
         key = kv.key
-        verdict = classify_key(key)
-        if verdict != KEEP:
+        verdict = known(key)
+        if verdict is None:
+            verdict = classify_key(key)
+        if verdict:
             if verdict != CONTENT:
                 out[key] = REDACTED
             continue
@@ -57,31 +60,11 @@ def to_dict(key_values: Iterable[Any]) -> dict[str, AttrValue]:
         which = value.WhichOneof("value")
         if which in _SCALARS:
             out[key] = getattr(value, which)
+        elif which == "array_value":
+            out[key] = [
+                getattr(item, kind) if (kind := item.WhichOneof("value")) in _SCALARS else any_value(item, 1)
+                for item in value.array_value.values
+            ]
         elif which is not None:
             out[key] = any_value(value)
-    return out
-
-
-_MAX_STORED_VALUE = 256
-
-
-def to_strings(attrs: dict[str, AttrValue]) -> dict[str, str]:
-    """Attribute values as strings for the `attributes` map column (long values cut to 256 chars)."""
-    out: dict[str, str] = {}
-    for key, value in attrs.items():
-        if isinstance(value, str):
-            text = value
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, int | float):
-            text = str(value)
-        elif isinstance(value, bytes):
-            text = value.hex()
-        elif value is None:
-            continue
-        else:
-            text = json.dumps(value, default=str, ensure_ascii=False)
-        if len(text) > _MAX_STORED_VALUE:
-            text = text[:_MAX_STORED_VALUE] + "…"
-        out[key] = text
     return out

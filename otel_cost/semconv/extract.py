@@ -74,33 +74,53 @@ def _text(value: AttrValue) -> str:
     return text.strip()[:_MAX_TEXT]
 
 
-def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: int) -> Call | None:
-    """Normalize one span. `attrs` is the span's attribute dict (content already dropped); for a GenAI
-    span its secret-looking values are redacted in place before anything is read from it."""
-    matched = attrs.keys() & _ALL_KEYS
-    if not matched:
-        return None
-    redact_values(attrs)
+# Spans from one emitter share their attribute names, so where each field comes from is worked out once
+# per distinct key set ("shape") and reused; the bound keeps hostile key churn cheap.
+_plans: dict[tuple[str, ...], dict[str, str] | None] = {}
+_PLAN_LIMIT = 10_000
+
+
+def _plan(attrs: dict[str, AttrValue]) -> dict[str, str] | None:
+    """field -> the attribute key to read it from (the best-ranked variant present); None: not GenAI."""
+    shape = tuple(attrs)
+    if shape in _plans:
+        return _plans[shape]
     found: dict[str, tuple[int, str]] = {}
-    for key in matched:
+    for key in attrs.keys() & _ALL_KEYS:
         field, rank = INDEX[key]
         previous = found.get(field)
         if previous is None or rank < previous[0]:
             found[field] = (rank, key)
+    plan = {field: key for field, (_, key) in found.items()} or None
+    if plan is not None and any(field in plan for field in _USAGE_FIELDS):
+        plan["usage"] = ""  # marks "has usage" so the hot path need not look for it
+    if len(_plans) >= _PLAN_LIMIT:
+        _plans.clear()
+    _plans[shape] = plan
+    return plan
 
-    def value(field: str) -> AttrValue:
-        hit = found.get(field)
-        return None if hit is None else attrs[hit[1]]
 
-    request_model = _text(value("request_model")) if "request_model" in found else ""
-    response_model = _text(value("response_model")) if "response_model" in found else ""
-    has_usage = any(field in found for field in _USAGE_FIELDS)
+def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: int) -> Call | None:
+    """Normalize one span. `attrs` is the span's attribute dict (content already dropped); for a GenAI
+    span its secret-looking values are redacted in place before anything is read from it."""
+    plan = _plan(attrs)
+    if plan is None:
+        return None
+    redact_values(attrs)
+    source = plan.get
+
+    key = source("request_model")
+    request_model = _text(attrs[key]) if key else ""
+    key = source("response_model")
+    response_model = _text(attrs[key]) if key else ""
+    has_usage = "usage" in plan
 
     operation = ""
-    if "operation" in found:
-        raw = _text(value("operation")).lower()
+    key = source("operation")
+    if key:
+        raw = _text(attrs[key]).lower()
         operation = OPERATION_ALIASES.get(raw, raw)
-    if not operation and "pydantic_ai_agent" in found and not request_model:
+    if not operation and "pydantic_ai_agent" in plan and not request_model:
         operation = "invoke_agent"
     is_aggregate = operation in AGGREGATE_OPERATIONS
     if is_aggregate and not has_usage:
@@ -123,13 +143,13 @@ def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: in
     parent = span.parent_span_id
     call.parent_span_id = parent if len(parent) == 8 else b""
 
-    end_ns = span.end_time_unix_nano or span.start_time_unix_nano
+    start_ns = span.start_time_unix_nano
+    end_ns = span.end_time_unix_nano or start_ns
     if not end_ns:
         end_ns = now_ns
         flags.append("timestamp_missing")
     elif not _MIN_NS <= end_ns < _MAX_NS:
         raise InvalidSpanError(f"end time {end_ns} ns is outside 2000-2199")
-    start_ns = span.start_time_unix_nano
     # Prices are looked up at the start: a missing, late or pre-2000 (garbage) start must not price a call
     # at the catalog's earliest price, so the end stands in for it.
     if not _MIN_NS <= start_ns <= end_ns:
@@ -138,55 +158,56 @@ def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: in
     call.start_ns = start_ns
     call.duration_ns = end_ns - start_ns
 
-    provider = ""
-    if "provider" in found:
-        raw_provider = _text(value("provider")).lower()
-        provider = PROVIDER_ALIASES.get(raw_provider, raw_provider)
-    call.provider = provider
+    key = source("provider")
+    if key:
+        raw_provider = _text(attrs[key]).lower()
+        call.provider = PROVIDER_ALIASES.get(raw_provider, raw_provider)
     call.operation = operation
     call.request_model = request_model
     call.response_model = response_model
     call.billable = not is_aggregate
     call.emitter = emitter.label
 
+    key = source("error_type")
     if span.status.code == _STATUS_ERROR:
         call.status = "error"
-        call.error_type = (
-            _text(value("error_type")) if "error_type" in found else (span.status.message[:100] or "error")
-        )
-    elif "error_type" in found:
+        call.error_type = _text(attrs[key]) if key else (span.status.message[:100] or "error")
+    elif key:
         call.status = "error"
-        call.error_type = _text(value("error_type"))
+        call.error_type = _text(attrs[key])
 
     if has_usage:
-        _normalize_usage(call, found, attrs, emitter, flags)
+        _normalize_usage(call, plan, attrs, emitter, flags)
     elif call.billable and call.status == "ok":
         flags.append("usage_missing")
 
-    tier = value("response_service_tier") if "response_service_tier" in found else value("request_service_tier")
-    if tier is not None:
-        call.service_tier = _text(tier).lower()
-    if "emitter_cost" in found:
-        call.emitter_cost = _text(value("emitter_cost"))[:40]
-    if "conversation_id" in found:
-        call.conversation_id = _text(value("conversation_id"))
-    if "response_id" in found:
-        call.response_id = _text(value("response_id"))
+    key = source("response_service_tier") or source("request_service_tier")
+    if key:
+        call.service_tier = _text(attrs[key]).lower()
+    key = source("emitter_cost")
+    if key:
+        call.emitter_cost = _text(attrs[key])[:40]
+    key = source("conversation_id")
+    if key:
+        call.conversation_id = _text(attrs[key])
+    key = source("response_id")
+    if key:
+        call.response_id = _text(attrs[key])
     return call
 
 
 def _normalize_usage(
     call: Call,
-    found: dict[str, tuple[int, str]],
+    plan: dict[str, str],
     attrs: dict[str, AttrValue],
     emitter: Emitter,
     flags: list[str],
 ) -> None:
     counts: dict[str, int] = {}
     for field in _USAGE_FIELDS:
-        hit = found.get(field)
-        if hit is not None:
-            counts[field] = _count(attrs[hit[1]], hit[1])
+        key = plan.get(field)
+        if key is not None:
+            counts[field] = _count(attrs[key], key)
     call.usage_reported = True
 
     output_raw = counts.get("output", 0)

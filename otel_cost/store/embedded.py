@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QueryError, StoreError, StoreLockedError, StoreUnavailableError
-from ..model import REQUEST_COLUMNS
+from ..model import MAX_ATTRIBUTE_CHARS, REQUEST_COLUMNS, attribute_strings, attribute_text
 from .base import INSERT_SETTINGS, QUERY_SETTINGS, QueryResult, Store
 from .url import StoreURL
 
@@ -25,6 +25,7 @@ __all__ = ["EmbeddedStore"]
 logger = logging.getLogger(__name__)
 
 _SEPARATOR = "\x1f"  # joins flags and map keys/values for transport; scrubbed from values first
+_LONG = MAX_ATTRIBUTE_CHARS
 
 # How each Python-side column becomes a table column in `INSERT ... SELECT ... FROM Python(batch)`.
 _SELECT = {
@@ -50,23 +51,23 @@ _open_count = 0
 _open_lock = threading.Lock()
 
 
-def _scrub(text: str) -> str:
-    return text.replace(_SEPARATOR, " ") if _SEPARATOR in text else text
-
-
-def _map_columns(maps: list[dict[str, str]]) -> tuple[list[str], list[str]]:
-    """Keys and values of each map joined for transport; a dict shared by many rows (a resource's
-    attributes) is joined once."""
+def _map_columns(maps: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Keys and values of each attribute map joined for transport; a dict shared by many rows (a
+    resource's attributes) is joined once. Clean maps (the norm) take the joins' C fast path."""
     keys_out: list[str] = []
     values_out: list[str] = []
     memo: dict[int, tuple[str, str]] = {}
     for mapping in maps:
         joined = memo.get(id(mapping))
         if joined is None:
-            joined = (
-                _SEPARATOR.join(_scrub(key) for key in mapping),
-                _SEPARATOR.join(_scrub(value) for value in mapping.values()),
-            )
+            texts = [value if type(value) is str else attribute_text(value) for value in mapping.values()]
+            keys_text = _SEPARATOR.join(mapping)
+            values_text = _SEPARATOR.join(texts)
+            if _SEPARATOR in keys_text or _SEPARATOR in values_text or (texts and max(map(len, texts)) > _LONG):
+                clean = attribute_strings(mapping)
+                keys_text = _SEPARATOR.join(key.replace(_SEPARATOR, " ") for key in clean)
+                values_text = _SEPARATOR.join(value.replace(_SEPARATOR, " ") for value in clean.values())
+            joined = (keys_text, values_text)
             memo[id(mapping)] = joined
         keys_out.append(joined[0])
         values_out.append(joined[1])

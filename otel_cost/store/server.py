@@ -9,13 +9,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import QueryError, StoreError, StoreUnavailableError
-from ..model import REQUEST_COLUMNS, units_to_decimal
+from ..model import REQUEST_COLUMNS, attribute_strings, units_to_decimal
 from .base import INSERT_SETTINGS, QUERY_SETTINGS, QueryResult, Store
 from .url import StoreURL
 
 __all__ = ["ServerStore"]
 
 logger = logging.getLogger(__name__)
+
+_TIMESTAMP = REQUEST_COLUMNS.index("timestamp")
+_COST = REQUEST_COLUMNS.index("cost")
+_ATTRIBUTES = REQUEST_COLUMNS.index("attributes")
+_RESOURCE = REQUEST_COLUMNS.index("resource_attributes")
 
 
 def _timestamp(nanos: int) -> datetime:
@@ -62,12 +67,13 @@ class ServerStore(Store):
     def insert_requests(self, rows: Sequence[tuple[Any, ...]], token: str) -> None:
         if not rows:
             return
-        timestamp, cost = REQUEST_COLUMNS.index("timestamp"), REQUEST_COLUMNS.index("cost")
         converted = []
         for row in rows:
             values = list(row)
-            values[timestamp] = _timestamp(values[timestamp])
-            values[cost] = units_to_decimal(values[cost])
+            values[_TIMESTAMP] = _timestamp(values[_TIMESTAMP])
+            values[_COST] = units_to_decimal(values[_COST])
+            values[_ATTRIBUTES] = attribute_strings(values[_ATTRIBUTES])
+            values[_RESOURCE] = attribute_strings(values[_RESOURCE])
             converted.append(values)
         settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
         with self._lock:

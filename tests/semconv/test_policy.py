@@ -8,7 +8,8 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from otel_cost.attribution import DIMENSION_SOURCES
-from otel_cost.semconv import redact_values, to_dict, to_strings
+from otel_cost.model import attribute_strings
+from otel_cost.semconv import redact_values, to_dict
 from otel_cost.semconv.keys import FIELD_SOURCES
 from otel_cost.semconv.policy import _CONTENT_EXACT, _CONTENT_PREFIXES, CONTENT, KEEP, REDACTED, SECRET, classify_key
 
@@ -312,9 +313,9 @@ def test_empty_attributes() -> None:
 # --- stored strings -------------------------------------------------------------------------------------
 
 
-def test_to_strings() -> None:
+def test_attribute_strings() -> None:
     values = {"s": "x", "i": 3, "f": 0.5, "b": False, "raw": b"\x00\xff", "none": None, "l": ["é", 1], "m": {"a": 1}}
-    assert to_strings(values) == {
+    assert attribute_strings(values) == {
         "s": "x",
         "i": "3",
         "f": "0.5",
@@ -325,8 +326,8 @@ def test_to_strings() -> None:
     }
 
 
-def test_to_strings_cuts_long_values() -> None:
-    assert to_strings({"long": "y" * 300, "edge": "z" * 256}) == {"long": "y" * 256 + "…", "edge": "z" * 256}
+def test_attribute_strings_cuts_long_values() -> None:
+    assert attribute_strings({"long": "y" * 300, "edge": "z" * 256}) == {"long": "y" * 256 + "…", "edge": "z" * 256}
 
 
 @pytest.mark.parametrize(
