@@ -33,6 +33,12 @@ __all__ = [
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+def default_workers() -> int:
+    """Pipeline worker processes: one per core on a multi-core machine, none on a single core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if cores > 1 else 0
+
+
 def parse_endpoint(value: str) -> tuple[str, int]:
     """`host:port` (IPv6 as `[::1]:4317`) -> (host, port)."""
     host, sep, port_text = value.rpartition(":")
@@ -65,6 +71,9 @@ class ReceiverConfig(_Section):
     http_endpoint: str = "0.0.0.0:4318"
     bearer_tokens: list[str] = Field(default_factory=list, description="empty: no authentication")
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    workers: int = Field(
+        default_factory=default_workers, ge=0, le=64, description="pipeline processes; 0 runs it in the receiver"
+    )
     tls: TLSConfig | None = None
 
     @field_validator("grpc_endpoint", "http_endpoint")

@@ -8,6 +8,9 @@
   is stored with `billable = 0` and `duplicate_of` = the inner span's id. When the two arrive in
   different exports, the one stored first stays billable.
 - Application-level retries are different spans: each is billed.
+
+Pairs inside one export are settled by the pipeline (`mark_nested_duplicates`, wherever it runs);
+everything across exports by `admit`, in the receiving process, which owns `RecentSpans`.
 """
 
 from __future__ import annotations
@@ -16,22 +19,28 @@ import asyncio
 import logging
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .model import Call
 from .store.base import Store
+from .store.wire import mark_duplicate
 
-__all__ = ["RecentSpans", "mark_nested_duplicates", "model_signature", "same_call"]
+if TYPE_CHECKING:
+    from .pipeline import ProcessedExport
+
+__all__ = ["Admitted", "Link", "RecentSpans", "admit", "mark_nested_duplicates", "model_signature", "same_call"]
 
 logger = logging.getLogger(__name__)
 
 Signature = tuple[str, str, str]  # (provider, normalized request model, normalized response model)
+#: What a billable call tells about its nesting: (trace id + parent span id, or b"", its signature).
+Link = tuple[bytes, Signature]
 
 _REGION = re.compile(r"^(?:us|eu|apac|global|jp|au|ca|us-gov)\.")
 _VENDOR = re.compile(r"^(?:anthropic|amazon|meta|cohere|mistral|ai21|openai|google)\.")
 _VERSION = re.compile(r"-v\d+(?::\d+)?$")
 _SNAPSHOT = re.compile(r"[-@]\d{4}-?\d{2}-?\d{2}$")
-
-
 _normal_models: dict[str, str] = {}
 
 
@@ -57,6 +66,31 @@ def same_call(outer: Signature, inner: Signature) -> bool:
     outer_models = {model for model in outer[1:] if model}
     inner_models = {model for model in inner[1:] if model}
     return not outer_models or not inner_models or not outer_models.isdisjoint(inner_models)
+
+
+def mark_nested_duplicates(entries: list[tuple[bytes, Call]]) -> list[tuple[bytes, bytes]]:
+    """Within one export: make the outer layer of each nested pair non-billable.
+
+    Returns the pairs as (kept inner key, outer duplicate key), so the caller can let the inner call
+    inherit what only the outer span says (instrumentation libraries carry the app's attributes,
+    SDK spans do not).
+    """
+    billable = {key: call for key, call in entries if call.billable}
+    pairs: list[tuple[bytes, bytes]] = []
+    if len(billable) < 2:
+        return pairs
+    signatures = {key: model_signature(call) for key, call in billable.items()}
+    for key, call in billable.items():
+        if not call.parent_span_id:
+            continue
+        parent_key = call.trace_id + call.parent_span_id
+        parent = billable.get(parent_key)
+        if parent is not None and parent.billable and same_call(signatures[parent_key], signatures[key]):
+            parent.billable = False
+            parent.duplicate_of = call.span_id
+            parent.flags.append("nested_duplicate")
+            pairs.append((key, parent_key))
+    return pairs
 
 
 class RecentSpans:
@@ -94,11 +128,11 @@ class RecentSpans:
         found = self._children.get(parent_key)
         return found if found is not None else self._previous_children.get(parent_key)
 
-    def claim(self, entries: Iterable[tuple[bytes, Call]], future: asyncio.Future[None]) -> None:
+    def claim(self, entries: Iterable[tuple[bytes, Link | None]], future: asyncio.Future[None]) -> None:
         """Remember an export's calls as pending until `future` settles."""
-        for key, call in entries:
+        for key, link in entries:
             self._pending[key] = future
-            self._remember(key, call)
+            self.remember(key, link)
 
     def settle(self, keys: Iterable[bytes], stored: bool) -> None:
         """The export's write finished: keep its keys (stored) or forget them (failed, will be retried)."""
@@ -108,71 +142,71 @@ class RecentSpans:
                 self._current.pop(key, None)
                 self._previous.pop(key, None)
 
-    def _remember(self, key: bytes, call: Call) -> None:
+    def remember(self, key: bytes, link: Link | None) -> None:
         if len(self._current) >= self._generation_size:
             self._previous, self._current = self._current, {}
             self._previous_children, self._children = self._children, {}
-        if call.billable:
-            signature = model_signature(call)
-            self._current[key] = signature
-            if call.parent_span_id:
-                self._children[call.trace_id + call.parent_span_id] = (call.span_id, signature)
-        else:
+        if link is None:
             self._current[key] = None
+            return
+        parent_key, signature = link
+        self._current[key] = signature
+        if parent_key:
+            self._children[parent_key] = (key[16:], signature)
 
     def preload(self, store: Store, window_seconds: int = 3600) -> int:
         """Reload the keys of calls ingested in the last `window_seconds` (after a restart)."""
-        limit = self._generation_size
         result = store.query(
-            "SELECT trace_id, span_id, parent_span_id, billable, operation, provider, request_model, "
-            f"response_model FROM requests WHERE ingested_at >= now64(3) - INTERVAL {int(window_seconds)} SECOND "
-            f"ORDER BY ingested_at DESC LIMIT {limit}"
+            "SELECT trace_id, span_id, parent_span_id, billable, provider, request_model, response_model "
+            f"FROM requests WHERE ingested_at >= now64(3) - INTERVAL {int(window_seconds)} SECOND "
+            f"ORDER BY ingested_at DESC LIMIT {self._generation_size}"
         )
-        for trace_hex, span_hex, parent_hex, billable, operation, provider, request, response in reversed(result.rows):
-            call = Call()
-            call.trace_id, call.span_id = bytes.fromhex(trace_hex), bytes.fromhex(span_hex)
-            call.parent_span_id = bytes.fromhex(parent_hex)
-            call.billable, call.operation = bool(billable), operation
-            call.provider, call.request_model, call.response_model = provider, request, response
-            self._remember(call.trace_id + call.span_id, call)
+        for trace_hex, span_hex, parent_hex, billable, provider, request, response in reversed(result.rows):
+            trace_id = bytes.fromhex(trace_hex)
+            link: Link | None = None
+            if billable:
+                parent_key = trace_id + bytes.fromhex(parent_hex) if parent_hex else b""
+                link = (parent_key, (provider, _normal_model(request), _normal_model(response)))
+            self.remember(trace_id + bytes.fromhex(span_hex), link)
         logger.info("reloaded %d recent span keys for deduplication", len(result.rows))
         return len(result.rows)
 
 
-def mark_nested_duplicates(entries: list[tuple[bytes, Call]], recent: RecentSpans) -> list[tuple[bytes, bytes]]:
-    """Make the outer layer of each nested pair non-billable.
+@dataclass
+class Admitted:
+    """The part of an export to store, after what was stored before is taken out."""
 
-    `entries` are one export's calls (span key, call). Pairs inside the export are matched first,
-    then pairs whose other half was accepted earlier. Returns the pairs found inside the export as
-    (kept inner key, outer duplicate key), so the caller can let the inner call inherit what only the
-    outer span says (instrumentation libraries carry the app's attributes, SDK spans do not).
-    """
-    billable = {key: call for key, call in entries if call.billable}
-    pairs: list[tuple[bytes, bytes]] = []
-    if not billable:
-        return pairs
-    signatures = {key: model_signature(call) for key, call in billable.items()}
-    for key, call in billable.items():
-        signature = signatures[key]
-        if call.parent_span_id:
-            parent_key = call.trace_id + call.parent_span_id
-            parent = billable.get(parent_key)
-            if parent is not None:
-                if parent.billable and same_call(signatures[parent_key], signature):
-                    _mark(parent, call.span_id)
-                    pairs.append((key, parent_key))
+    lines: list[str] = field(default_factory=list)
+    entries: list[tuple[bytes, Link | None]] = field(default_factory=list)  # (span key, link) per line
+    waits: list[asyncio.Future[None]] = field(default_factory=list)  # earlier attempts still in flight
+    duplicates: int = 0  # spans stored (or being stored) before
+    nested: int = 0  # calls found to repeat a call stored before
+
+
+def admit(processed: ProcessedExport, recent: RecentSpans) -> Admitted:
+    """Drop spans stored before; mark calls nested with (or around) an earlier-stored call."""
+    admitted = Admitted(duplicates=processed.repeats)
+    keys, links, lines = processed.keys, processed.links, processed.lines
+    for index in range(len(lines)):
+        key = keys[index * 24 : index * 24 + 24]
+        if key in recent:
+            admitted.duplicates += 1
+            in_flight = recent.pending(key)
+            if in_flight is not None:
+                admitted.waits.append(in_flight)
+            continue
+        line, link = lines[index], links[index]
+        if link is not None:
+            parent_key, signature = link
+            earlier_parent = recent.billable_call(parent_key) if parent_key else None
+            if earlier_parent is not None and same_call(earlier_parent, signature):
+                line, link = mark_duplicate(line, parent_key[16:].hex()), None
             else:
-                earlier_parent = recent.billable_call(parent_key)
-                if earlier_parent is not None and call.billable and same_call(earlier_parent, signature):
-                    _mark(call, call.parent_span_id)
-                    continue
-        earlier_child = recent.billable_child(key)
-        if earlier_child is not None and call.billable and same_call(signature, earlier_child[1]):
-            _mark(call, earlier_child[0])
-    return pairs
-
-
-def _mark(call: Call, repeated_span_id: bytes) -> None:
-    call.billable = False
-    call.duplicate_of = repeated_span_id
-    call.flags.append("nested_duplicate")
+                earlier_child = recent.billable_child(key)
+                if earlier_child is not None and same_call(signature, earlier_child[1]):
+                    line, link = mark_duplicate(line, earlier_child[0].hex()), None
+            if link is None:
+                admitted.nested += 1
+        admitted.lines.append(line)
+        admitted.entries.append((key, link))
+    return admitted

@@ -1,6 +1,6 @@
-"""Receivers hand every decoded export to `Ingestor.consume`; it returns once the rows are durable.
+"""Receivers hand every export's bytes to `Ingestor.consume`; it returns once the rows are durable.
 
-Acknowledged means durable (DESIGN "Principles" 5): the export's rows are inserted (group commit)
+Acknowledged means durable (DESIGN "Principles" 5): the export's lines are inserted (group commit)
 before `consume` returns; a span already stored is not stored again, and a retry that arrives while
 its first attempt is still being written waits for that attempt's outcome.
 """
@@ -9,41 +9,43 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
+from .dedup import RecentSpans, admit
 from .metrics import Metrics
-from .model import REQUEST_COLUMNS
-from .pipeline import ExportResult, Pipeline
+from .model import UNATTRIBUTED
+from .pipeline import ProcessedExport
+from .store.wire import INGEST_COLUMNS
 from .store.writer import BatchWriter
+from .workers import PipelinePool
 
 __all__ = ["Ingestor"]
 
 logger = logging.getLogger(__name__)
 
-_BILLABLE = REQUEST_COLUMNS.index("billable")
-
 
 class Ingestor:
-    def __init__(self, pipeline: Pipeline, writer: BatchWriter, metrics: Metrics) -> None:
-        self.pipeline = pipeline
+    def __init__(self, pool: PipelinePool, recent: RecentSpans, writer: BatchWriter, metrics: Metrics) -> None:
+        self.pool = pool
+        self.recent = recent
         self.writer = writer
         self.metrics = metrics
 
-    async def consume(self, request: Any) -> ExportResult:
-        """Process and store one export. Raises OtelCostError (retryable ones included) to refuse it."""
-        result = self.pipeline.process(request)
+    async def consume(self, body: bytes, kind: str) -> ProcessedExport:
+        """Process and store one export (protobuf or JSON bytes). Raises OtelCostError to refuse it."""
+        processed = await self.pool.process(body, kind)
         metrics = self.metrics
-        metrics.spans_received.inc(result.spans)
-        if result.rejected:
-            metrics.spans_rejected.labels("invalid").inc(result.rejected)
-        if result.duplicates:
-            metrics.duplicate_spans.inc(result.duplicates)
-        waits: list[asyncio.Future[None]] = list(result.waits)
-        if result.rows:
-            write = self.writer.submit(result.rows)
-            recent = self.pipeline.recent
-            recent.claim(result.entries, write)
-            keys = [key for key, _ in result.entries]
+        metrics.spans_received.inc(processed.spans)
+        if processed.rejected:
+            metrics.spans_rejected.labels("invalid").inc(processed.rejected)
+        recent = self.recent
+        admitted = admit(processed, recent)
+        if admitted.duplicates:
+            metrics.duplicate_spans.inc(admitted.duplicates)
+        waits = admitted.waits
+        if admitted.lines:
+            write = self.writer.submit(admitted.lines)
+            recent.claim(admitted.entries, write)
+            keys = [key for key, _ in admitted.entries]
             # Settled whoever is still waiting: a client that gave up must not leave keys pending.
             write.add_done_callback(
                 lambda done: recent.settle(keys, stored=not done.cancelled() and done.exception() is None)
@@ -51,10 +53,28 @@ class Ingestor:
             waits.append(write)
         if waits:
             await asyncio.shield(asyncio.gather(*waits))
-        if result.rows:
-            billable = sum(row[_BILLABLE] for row in result.rows)
+        if admitted.lines:
+            if len(admitted.lines) == len(processed.lines):
+                billable, unpriced, unattributed = processed.billable, processed.unpriced, processed.unattributed
+            else:  # some spans were stored before: count what this export stored
+                billable, unpriced, unattributed = _count(admitted.lines)
+            billable -= admitted.nested
             metrics.calls_stored.labels("true").inc(billable)
-            metrics.calls_stored.labels("false").inc(len(result.rows) - billable)
-            metrics.unpriced_calls.inc(result.unpriced)
-            metrics.unattributed_calls.inc(result.unattributed)
-        return result
+            metrics.calls_stored.labels("false").inc(len(admitted.lines) - billable)
+            metrics.unpriced_calls.inc(unpriced)
+            metrics.unattributed_calls.inc(unattributed)
+        return processed
+
+
+_PRICED, _TEAM, _BILLABLE = (INGEST_COLUMNS.index(name) for name in ("priced", "team", "billable"))
+
+
+def _count(lines: list[str]) -> tuple[int, int, int]:
+    billable = unpriced = unattributed = 0
+    for line in lines:
+        fields = line.split("\t")
+        if fields[_BILLABLE] == "1":
+            billable += 1
+            unpriced += fields[_PRICED] == "0"
+            unattributed += fields[_TEAM] == UNATTRIBUTED
+    return billable, unpriced, unattributed

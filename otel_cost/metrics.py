@@ -17,6 +17,18 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def _peak_rss_of(pid: int) -> int:
+    """VmHWM (peak RSS) of another process, from /proc; 0 where unavailable."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class Metrics:
     """One registry per server, so several servers (tests) never share counters."""
 
@@ -65,6 +77,15 @@ class Metrics:
             "otel_cost_process_peak_resident_memory_bytes", "Peak resident set size.", registry=registry
         )
         self.peak_rss.set_function(peak_rss_bytes)
+        self.workers_peak_rss = Gauge(
+            "otel_cost_workers_peak_resident_memory_bytes",
+            "Peak resident set size of the pipeline worker processes, summed.",
+            registry=registry,
+        )
+
+    def track_workers(self, pids: Callable[[], list[int]]) -> None:
+        """Peak RSS of the pipeline worker processes, summed (they are part of the server's footprint)."""
+        self.workers_peak_rss.set_function(lambda: float(sum(_peak_rss_of(pid) for pid in pids())))
 
     def track_pending(self, pending: Callable[[], int]) -> None:
         self.pending_rows.set_function(lambda: float(pending()))

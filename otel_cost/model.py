@@ -6,22 +6,10 @@ pydantic models because one is built per span on the hot path.
 
 from __future__ import annotations
 
-import json
 from decimal import Context, Decimal
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-__all__ = [
-    "COST_SCALE",
-    "MAX_ATTRIBUTE_CHARS",
-    "REQUEST_COLUMNS",
-    "UNATTRIBUTED",
-    "Call",
-    "Owner",
-    "Priced",
-    "attribute_strings",
-    "attribute_text",
-    "units_to_decimal",
-]
+__all__ = ["COST_SCALE", "UNATTRIBUTED", "Call", "Owner", "Priced", "units_to_decimal"]
 
 #: The owner of spend nobody claimed. A headline number, never a silent default.
 UNATTRIBUTED = "unattributed"
@@ -113,78 +101,6 @@ _EXACT = Context(prec=80)
 def units_to_decimal(units: int) -> Decimal:
     """An integer amount of 10^-24 USD as an exact Decimal."""
     return Decimal(units).scaleb(-COST_SCALE, _EXACT)
-
-
-#: Attribute values are stored as text, cut to this many characters.
-MAX_ATTRIBUTE_CHARS = 256
-
-
-def attribute_text(value: Any) -> str:
-    """How an attribute value is stored: text as is, booleans as true/false, bytes as hex, arrays and
-    maps as JSON."""
-    kind = type(value)
-    if kind is str:
-        text: str = value
-    elif kind is bool:
-        text = "true" if value else "false"
-    elif kind is int or kind is float:
-        text = str(value)
-    elif kind is bytes:
-        text = value.hex()
-    else:
-        text = json.dumps(value, default=str, ensure_ascii=False)
-    return text if len(text) <= MAX_ATTRIBUTE_CHARS else text[:MAX_ATTRIBUTE_CHARS] + "…"
-
-
-def attribute_strings(attrs: dict[str, Any]) -> dict[str, str]:
-    """An attribute dict as stored in a Map(String, String) column (None values are left out)."""
-    return {key: attribute_text(value) for key, value in attrs.items() if value is not None}
-
-
-#: The columns of a `requests` row as the pipeline hands them to a store, in this order.
-#: Values are plain Python: ints (timestamps in ns, tokens, `cost` in 10^-24 USD, 0/1 flags), strs, a
-#: list of flag names and two attribute dicts (raw values; stores render them with `attribute_text`).
-REQUEST_COLUMNS = (
-    "timestamp",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "service_name",
-    "environment",
-    "cost_center",
-    "team",
-    "feature",
-    "agent",
-    "owner_source",
-    "provider",
-    "operation",
-    "request_model",
-    "response_model",
-    "priced_model",
-    "service_tier",
-    "input_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost",
-    "price_version",
-    "priced",
-    "unpriced_reason",
-    "billable",
-    "duplicate_of",
-    "status",
-    "error_type",
-    "duration_ns",
-    "emitter",
-    "emitter_cost",
-    "flags",
-    "conversation_id",
-    "response_id",
-    "attributes",
-    "resource_attributes",
-)
 
 
 class Priced(NamedTuple):

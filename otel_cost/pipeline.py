@@ -1,41 +1,43 @@
-"""The composer: one OTLP export -> `requests` rows. decode'd spans -> semconv -> pricing -> attribution.
+"""The composer: one OTLP export -> one wire line per model call. spans -> semconv -> pricing -> attribution.
 
-Plain Python over the protobuf objects; one dict of attributes per span, one Call, one row tuple.
-Nothing here touches the network or the store: `ingest.Ingestor` hands the rows to the writer.
+Plain Python over the protobuf objects: one dict of attributes per span, one Call, one TSV line. It
+runs where it is cheapest (a worker process, see `workers`), so it holds no shared state: repeats
+and nested duplicates across exports are settled by `dedup.admit` in the receiving process.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .attribution import Attributor, ResourceOwner
-from .dedup import RecentSpans, mark_nested_duplicates
+from .dedup import Link, mark_nested_duplicates, model_signature
 from .model import UNATTRIBUTED, Call
 from .pricing import PriceBook
 from .semconv import InvalidSpanError, emitter_for_scope, extract, redact_values, to_dict
+from .store.wire import SEPARATOR, encode_line, encode_map
 
-__all__ = ["ExportResult", "Pipeline"]
+__all__ = ["Pipeline", "ProcessedExport"]
 
 _MAX_MESSAGES = 5
 
 
 @dataclass
-class ExportResult:
-    """What one export turned into."""
+class ProcessedExport:
+    """What one export turned into. Crosses a process boundary, so it is compact: lines are final
+    text, span keys (trace id + span id, 24 bytes each) are one bytes object."""
 
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    entries: list[tuple[bytes, Call]] = field(default_factory=list)  # (span key, call) per row
-    waits: list[asyncio.Future[None]] = field(default_factory=list)  # earlier attempts still in flight
+    lines: list[str] = field(default_factory=list)  # one per call, `store.wire.INGEST_COLUMNS` order
+    keys: bytes = b""  # 24 bytes per line
+    links: list[Link | None] = field(default_factory=list)  # per line: billable calls' nesting facts
     spans: int = 0  # every span in the export
-    calls: int = 0  # spans that were model calls (stored, or already stored)
-    duplicates: int = 0  # spans already stored (retries, replays)
+    repeats: int = 0  # spans repeated inside the export
     rejected: int = 0
+    messages: list[str] = field(default_factory=list)
+    billable: int = 0
     unpriced: int = 0  # billable calls without a price
     unattributed: int = 0  # billable calls without an owner
-    messages: list[str] = field(default_factory=list)
 
     def reject(self, where: str, reason: str) -> None:
         self.rejected += 1
@@ -52,23 +54,22 @@ class ExportResult:
 
 
 class Pipeline:
-    """Turns exports into rows. One per event loop: its price book and caches are not thread-safe."""
+    """Turns exports into lines. Not thread-safe (its caches): one per worker."""
 
-    def __init__(self, price_book: PriceBook, attributor: Attributor, recent: RecentSpans) -> None:
+    def __init__(self, price_book: PriceBook, attributor: Attributor) -> None:
         self.price_book = price_book
         self.attributor = attributor
-        self.recent = recent
 
-    def process(self, request: Any) -> ExportResult:
-        result = ExportResult()
+    def process(self, request: Any) -> ProcessedExport:
+        result = ProcessedExport()
         now_ns = time.time_ns()
-        recent = self.recent
-        staged: list[tuple[bytes, Call, dict[str, Any], ResourceOwner, dict[str, Any]]] = []
+        staged: list[tuple[bytes, Call, dict[str, Any], ResourceOwner, tuple[str, str]]] = []
         keys_here: set[bytes] = set()
         for resource_index, resource_spans in enumerate(request.resource_spans):
             resource_attrs = to_dict(resource_spans.resource.attributes)
             redact_values(resource_attrs)
             resource = ResourceOwner(resource_attrs)
+            resource_map = encode_map(resource_attrs)
             for scope_spans in resource_spans.scope_spans:
                 scope = scope_spans.scope
                 emitter = emitter_for_scope(scope.name, scope.version)
@@ -83,77 +84,84 @@ class Pipeline:
                         continue
                     if call is None:
                         continue
-                    result.calls += 1
                     key = call.trace_id + call.span_id
-                    if key in keys_here or key in recent:
-                        result.duplicates += 1
-                        in_flight = recent.pending(key)
-                        if in_flight is not None:
-                            result.waits.append(in_flight)
+                    if key in keys_here:
+                        result.repeats += 1
                         continue
                     keys_here.add(key)
-                    staged.append((key, call, attrs, resource, resource_attrs))
+                    staged.append((key, call, attrs, resource, resource_map))
 
-        entries = [(key, call) for key, call, *_ in staged]
         # A kept inner call (a provider SDK's span) is owned as its outer span says, where it is silent.
         owner_attrs: dict[bytes, dict[str, Any]] = {}
-        pairs = mark_nested_duplicates(entries, recent)
+        pairs = mark_nested_duplicates([(key, call) for key, call, *_ in staged])
         if pairs:
             attrs_by_key = {key: attrs for key, _, attrs, _, _ in staged}
             for inner, outer in pairs:
                 owner_attrs[inner] = {**attrs_by_key[outer], **attrs_by_key[inner]}
-        result.entries = entries
+
         price, attribute = self.price_book.price, self.attributor.attribute
-        rows = result.rows
-        for key, call, attrs, resource, resource_attrs in staged:
+        lines, links = result.lines, result.links
+        for key, call, attrs, resource, (resource_keys, resource_values) in staged:
             priced = price(call)
             owner = attribute(owner_attrs.get(key, attrs), resource)
             if call.billable:
+                result.billable += 1
                 if not priced.priced:
                     result.unpriced += 1
                 if owner.team == UNATTRIBUTED:
                     result.unattributed += 1
-            rows.append(
-                (
-                    call.timestamp_ns,
-                    call.trace_id.hex(),
-                    call.span_id.hex(),
-                    call.parent_span_id.hex(),
-                    resource.service_name,
-                    owner.environment,
-                    owner.cost_center,
-                    owner.team,
-                    owner.feature,
-                    owner.agent,
-                    owner.source,
-                    call.provider,
-                    call.operation,
-                    call.request_model,
-                    call.response_model,
-                    priced.priced_model,
-                    call.service_tier,
-                    call.input_tokens,
-                    call.cache_read_tokens,
-                    call.cache_write_tokens,
-                    call.cache_write_1h_tokens,
-                    call.output_tokens,
-                    call.reasoning_tokens,
-                    priced.cost_units,
-                    priced.price_version,
-                    1 if priced.priced else 0,
-                    priced.reason,
-                    1 if call.billable else 0,
-                    call.duplicate_of.hex(),
-                    call.status,
-                    call.error_type,
-                    call.duration_ns,
-                    call.emitter,
-                    call.emitter_cost,
-                    call.flags,
-                    call.conversation_id,
-                    call.response_id,
-                    attrs,
-                    resource_attrs,
+                links.append(
+                    (call.trace_id + call.parent_span_id if call.parent_span_id else b"", model_signature(call))
+                )
+            else:
+                links.append(None)
+            attribute_keys, attribute_values = encode_map(attrs)
+            lines.append(
+                encode_line(
+                    (
+                        call.timestamp_ns,
+                        call.trace_id.hex(),
+                        call.span_id.hex(),
+                        call.parent_span_id.hex(),
+                        resource.service_name,
+                        owner.environment,
+                        owner.cost_center,
+                        owner.team,
+                        owner.feature,
+                        owner.agent,
+                        owner.source,
+                        call.provider,
+                        call.operation,
+                        call.request_model,
+                        call.response_model,
+                        priced.priced_model,
+                        call.service_tier,
+                        call.input_tokens,
+                        call.cache_read_tokens,
+                        call.cache_write_tokens,
+                        call.cache_write_1h_tokens,
+                        call.output_tokens,
+                        call.reasoning_tokens,
+                        priced.cost_units,
+                        priced.price_version,
+                        1 if priced.priced else 0,
+                        priced.reason,
+                        call.status,
+                        call.error_type,
+                        call.duration_ns,
+                        call.emitter,
+                        call.emitter_cost,
+                        call.conversation_id,
+                        call.response_id,
+                        attribute_keys,
+                        attribute_values,
+                        resource_keys,
+                        resource_values,
+                        SEPARATOR.join(call.flags),
+                        1 if call.billable else 0,
+                        call.duplicate_of.hex(),
+                    )
                 )
             )
+        result.keys = b"".join(key for key, *_ in staged)
         return result

@@ -20,16 +20,14 @@ import grpc
 import uvicorn
 
 from .api import api_app
-from .attribution import Attributor
 from .config import Config, parse_endpoint
 from .dedup import RecentSpans
 from .errors import ListenError
 from .ingest import Ingestor
 from .metrics import Metrics
-from .pipeline import Pipeline
-from .pricing import PriceBook
 from .receiver import BearerTokens, add_trace_service, otlp_http_app
 from .store import BatchWriter, Store, open_store
+from .workers import PipelinePool
 
 __all__ = ["Server"]
 
@@ -82,6 +80,7 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._uvicorns: list[tuple[_EmbeddedUvicorn, asyncio.Task[None], socket.socket]] = []
         self._writer: BatchWriter | None = None
+        self._pool: PipelinePool | None = None
         self._stopped = False
 
     @property
@@ -114,7 +113,10 @@ class Server:
             on_flush=self.metrics.on_flush,
         )
         self.metrics.track_pending(lambda: self._writer.pending_rows if self._writer else 0)
-        ingestor = Ingestor(Pipeline(PriceBook(), Attributor(), recent), self._writer, self.metrics)
+        self._pool = PipelinePool(config.receiver.workers)
+        await self._pool.start()
+        self.metrics.track_workers(lambda: self._pool.pids if self._pool else [])
+        ingestor = Ingestor(self._pool, recent, self._writer, self.metrics)
         ingest_tokens = BearerTokens(config.receiver.bearer_tokens)
         tls = config.receiver.tls
 
@@ -196,5 +198,7 @@ class Server:
             sock.close()
         if self._writer is not None:
             await asyncio.to_thread(self._writer.shutdown, grace_seconds * 1000 + 10_000)
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.shutdown)
         if self.store is not None and self._given_store is None:
             self.store.close()

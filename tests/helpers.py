@@ -107,7 +107,7 @@ class RunningServer:
 
     def __init__(self, store_url: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         sections: dict[str, dict[str, Any]] = {
-            "receiver": {"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0"},
+            "receiver": {"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0", "workers": 0},
             "api": {"endpoint": "127.0.0.1:0"},
             "store": {"url": store_url, "flush_interval_millis": 5},
         }

@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import urllib.request
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -107,6 +108,33 @@ def test_all_payloads_sum_exactly_in_rollups_and_resending_changes_nothing(serve
     assert server.scalar("SELECT count() FROM requests") == len(payloads)
     assert Decimal(server.scalar("SELECT sum(cost) FROM spend_minute WHERE billable")) == total
     assert Decimal(server.scalar("SELECT sum(cost) FROM spend_hour WHERE billable")) == total
+
+
+def test_pipeline_worker_processes_price_exactly_the_same(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server({"receiver": {"workers": 2}})
+    workers_rss = server.server.metrics.registry.get_sample_value("otel_cost_workers_peak_resident_memory_bytes")
+    assert workers_rss is not None and workers_rss > 50 * 2**20  # two live worker processes
+    payloads = [ExportTraceServiceRequest.FromString(path.read_bytes()) for path in sorted(FIXTURES.glob("*.pb"))]
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        for payload in payloads * 2:
+            stub.Export(payload, timeout=60)
+    http_request = urllib.request.Request(
+        f"{server.http_url}/v1/traces", data=to_otlp_json(payloads[0]), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(http_request, timeout=30) as response:
+        assert response.status == 200
+    assert Decimal(server.scalar("SELECT sum(cost) FROM requests WHERE billable")) == sum(COSTS.values())
+    assert server.scalar("SELECT count() FROM requests") == len(payloads)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        raw = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(b"\x0a\xff\xff\xff\xff\x0f garbage", timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # a worker's DecodeError crosses back intact
 
 
 def test_fixture_folder_is_a_copy_of_shared() -> None:

@@ -1,7 +1,7 @@
 """OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export` (default port 4317).
 
-The request arrives as raw bytes and is parsed here, so an undecodable payload is INVALID_ARGUMENT
-(not grpc's generic INTERNAL). grpc enforces the size limit (after decompression) with
+The request arrives as raw bytes and is parsed by the pipeline (possibly in a worker process), so
+an undecodable payload is INVALID_ARGUMENT (not grpc's generic INTERNAL). grpc enforces the size limit (after decompression) with
 RESOURCE_EXHAUSTED. Retryable refusals carry RetryInfo twice: in `grpc-status-details-bin` (the
 Collector reads it there) and as `google.rpc.retryinfo-bin` (the Python exporter reads that).
 """
@@ -13,16 +13,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.rpc import status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from ..errors import DecodeError, OtelCostError
-from ..pipeline import ExportResult
+from ..errors import OtelCostError
+from ..pipeline import ProcessedExport
 from .auth import BearerTokens
+from .codec import PROTOBUF
 from .status import refusal_for
 
 __all__ = ["SERVICE", "add_trace_service"]
@@ -31,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
-Consume = Callable[[ExportTraceServiceRequest], Awaitable[ExportResult]]
+Consume = Callable[[bytes, str], Awaitable[ProcessedExport]]
 OnRefusal = Callable[[str, int], None]
 
 
@@ -41,11 +38,7 @@ def add_trace_service(server: grpc.aio.Server, consume: Consume, tokens: BearerT
             if tokens.enabled:
                 metadata = dict(context.invocation_metadata() or ())
                 tokens.check(metadata.get("authorization"))
-            try:
-                request = ExportTraceServiceRequest.FromString(body)
-            except (ProtobufDecodeError, ValueError) as exc:
-                raise DecodeError(f"payload is not a valid ExportTraceServiceRequest: {exc}") from exc
-            result = await consume(request)
+            result = await consume(body, PROTOBUF)
         except Exception as exc:
             await _refuse(context, exc, on_refusal)
             raise AssertionError("unreachable: abort raises") from exc

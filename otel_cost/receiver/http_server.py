@@ -8,26 +8,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import OtelCostError, PayloadTooLargeError
-from ..pipeline import ExportResult
+from ..pipeline import ProcessedExport
 from .auth import BearerTokens
-from .codec import JSON, decode_request, decompress, encode_response, encode_status, media_type
+from .codec import JSON, decompress, encode_response, encode_status, media_type
 from .status import refusal_for
 
 __all__ = ["otlp_http_app"]
 
 logger = logging.getLogger(__name__)
 
-Consume = Callable[[ExportTraceServiceRequest], Awaitable[ExportResult]]
+Consume = Callable[[bytes, str], Awaitable[ProcessedExport]]
 OnRefusal = Callable[[str, int], None]
 
 
@@ -53,7 +50,7 @@ def otlp_http_app(consume: Consume, tokens: BearerTokens, max_request_bytes: int
             tokens.check(request.headers.get("authorization"))
             body = await _read_body(request, max_request_bytes)
             body = decompress(body, request.headers.get("content-encoding"), max_request_bytes)
-            result = await consume(decode_request(body, kind))
+            result = await consume(body, kind)
         except Exception as exc:
             if not isinstance(exc, OtelCostError):
                 logger.exception("export failed unexpectedly")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .policy import _cache as _verdicts
 from .policy import CONTENT, KEEP, REDACTED, classify_key
+from .policy import _cache as _verdicts
 
 __all__ = ["AttrValue", "any_value", "to_dict"]
 

@@ -85,9 +85,9 @@ class Store(ABC):
         """Run a statement with write access (DDL, internal maintenance)."""
 
     @abstractmethod
-    def insert_requests(self, rows: Sequence[tuple[Any, ...]], token: str) -> None:
-        """Insert rows (in `model.REQUEST_COLUMNS` order) as one batch. Retrying with the same token
-        never duplicates: the raw table and every rollup keep exactly one copy."""
+    def insert_lines(self, lines: Sequence[str], token: str) -> None:
+        """Insert wire lines (`store.wire`) as one batch. Retrying with the same token never
+        duplicates: the raw table and every rollup keep exactly one copy."""
 
     @abstractmethod
     def query(self, sql: str, *, readonly: bool = True) -> QueryResult:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QueryError, StoreError, StoreLockedError, StoreUnavailableError
-from ..model import MAX_ATTRIBUTE_CHARS, REQUEST_COLUMNS, attribute_strings, attribute_text
 from .base import INSERT_SETTINGS, QUERY_SETTINGS, QueryResult, Store
 from .url import StoreURL
 
@@ -24,54 +23,14 @@ __all__ = ["EmbeddedStore"]
 
 logger = logging.getLogger(__name__)
 
-_SEPARATOR = "\x1f"  # joins flags and map keys/values for transport; scrubbed from values first
-_LONG = MAX_ATTRIBUTE_CHARS
 
-# How each Python-side column becomes a table column in `INSERT ... SELECT ... FROM Python(batch)`.
-_SELECT = {
-    "timestamp": "fromUnixTimestamp64Nano(assumeNotNull(timestamp))",
-    "cost": "toDecimal128(concat(assumeNotNull(cost), 'e-24'), 24)",
-    "flags": "arrayFilter(x -> x != '', splitByChar('\\x1f', assumeNotNull(flags)))",
-    "attributes": (
-        "mapFilter((k, v) -> k != '', mapFromArrays(splitByChar('\\x1f', assumeNotNull(attributes_keys)), "
-        "splitByChar('\\x1f', assumeNotNull(attributes_values))))"
-    ),
-    "resource_attributes": (
-        "mapFilter((k, v) -> k != '', mapFromArrays(splitByChar('\\x1f', assumeNotNull(resource_keys)), "
-        "splitByChar('\\x1f', assumeNotNull(resource_values))))"
-    ),
-}
-_COLUMN_LIST = ", ".join(REQUEST_COLUMNS)
-_SELECT_LIST = ", ".join(_SELECT.get(name, f"assumeNotNull({name})") for name in REQUEST_COLUMNS)
+_INSERT = "INSERT INTO requests_ingest SETTINGS {settings}, insert_deduplication_token='{token}' FORMAT TabSeparated\n"
 _SETTINGS = ", ".join(f"{key}={value}" for key, value in INSERT_SETTINGS.items())
 
 # chDB allows one store path per process; several stores (databases) may share it.
 _open_path: Path | None = None
 _open_count = 0
 _open_lock = threading.Lock()
-
-
-def _map_columns(maps: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """Keys and values of each attribute map joined for transport; a dict shared by many rows (a
-    resource's attributes) is joined once. Clean maps (the norm) take the joins' C fast path."""
-    keys_out: list[str] = []
-    values_out: list[str] = []
-    memo: dict[int, tuple[str, str]] = {}
-    for mapping in maps:
-        joined = memo.get(id(mapping))
-        if joined is None:
-            texts = [value if type(value) is str else attribute_text(value) for value in mapping.values()]
-            keys_text = _SEPARATOR.join(mapping)
-            values_text = _SEPARATOR.join(texts)
-            if _SEPARATOR in keys_text or _SEPARATOR in values_text or (texts and max(map(len, texts)) > _LONG):
-                clean = attribute_strings(mapping)
-                keys_text = _SEPARATOR.join(key.replace(_SEPARATOR, " ") for key in clean)
-                values_text = _SEPARATOR.join(value.replace(_SEPARATOR, " ") for value in clean.values())
-            joined = (keys_text, values_text)
-            memo[id(mapping)] = joined
-        keys_out.append(joined[0])
-        values_out.append(joined[1])
-    return keys_out, values_out
 
 
 def _check_not_locked(path: Path) -> None:
@@ -139,20 +98,11 @@ class EmbeddedStore(Store):
         with self._write_lock:
             self._run(self._writer, sql, "CSV")
 
-    def insert_requests(self, rows: Sequence[tuple[Any, ...]], token: str) -> None:
-        if not rows:
+    def insert_lines(self, lines: Sequence[str], token: str) -> None:
+        if not lines:
             return
-        columns = dict(zip(REQUEST_COLUMNS, (list(column) for column in zip(*rows, strict=True)), strict=True))
-        columns["cost"] = [str(units) for units in columns["cost"]]
-        columns["flags"] = [_SEPARATOR.join(flags) for flags in columns["flags"]]
-        columns["attributes_keys"], columns["attributes_values"] = _map_columns(columns.pop("attributes"))
-        columns["resource_keys"], columns["resource_values"] = _map_columns(columns.pop("resource_attributes"))
-        otel_cost_batch = columns  # noqa: F841 - read by name by chDB's Python() table function
-        sql = (
-            f"INSERT INTO requests ({_COLUMN_LIST}) "
-            f"SETTINGS {_SETTINGS}, insert_deduplication_token='{token}' "
-            f"SELECT {_SELECT_LIST} FROM Python(otel_cost_batch)"
-        )
+        # The data travels inside the statement: the engine parses it without the GIL.
+        sql = _INSERT.format(settings=_SETTINGS, token=token) + "\n".join(lines)
         with self._write_lock:
             self._run(self._writer, sql, "CSV", writing=True)
 

@@ -5,27 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 from ..errors import QueryError, StoreError, StoreUnavailableError
-from ..model import REQUEST_COLUMNS, attribute_strings, units_to_decimal
 from .base import INSERT_SETTINGS, QUERY_SETTINGS, QueryResult, Store
 from .url import StoreURL
 
 __all__ = ["ServerStore"]
 
 logger = logging.getLogger(__name__)
-
-_TIMESTAMP = REQUEST_COLUMNS.index("timestamp")
-_COST = REQUEST_COLUMNS.index("cost")
-_ATTRIBUTES = REQUEST_COLUMNS.index("attributes")
-_RESOURCE = REQUEST_COLUMNS.index("resource_attributes")
-
-
-def _timestamp(nanos: int) -> datetime:
-    seconds, rest = divmod(nanos, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
 
 
 class ServerStore(Store):
@@ -64,21 +51,14 @@ class ServerStore(Store):
             except self._errors as exc:
                 raise QueryError(str(exc).strip().splitlines()[0]) from exc
 
-    def insert_requests(self, rows: Sequence[tuple[Any, ...]], token: str) -> None:
-        if not rows:
+    def insert_lines(self, lines: Sequence[str], token: str) -> None:
+        if not lines:
             return
-        converted = []
-        for row in rows:
-            values = list(row)
-            values[_TIMESTAMP] = _timestamp(values[_TIMESTAMP])
-            values[_COST] = units_to_decimal(values[_COST])
-            values[_ATTRIBUTES] = attribute_strings(values[_ATTRIBUTES])
-            values[_RESOURCE] = attribute_strings(values[_RESOURCE])
-            converted.append(values)
+        data = ("\n".join(lines) + "\n").encode()
         settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
         with self._lock:
             try:
-                self._client.insert("requests", converted, column_names=list(REQUEST_COLUMNS), settings=settings)
+                self._client.raw_insert("requests_ingest", insert_block=data, settings=settings, fmt="TabSeparated")
             except Exception as exc:
                 raise StoreUnavailableError(f"insert into {self.url} failed: {exc}") from exc
 

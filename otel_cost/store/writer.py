@@ -20,7 +20,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from ..errors import OtelCostError, OverloadedError, StoreUnavailableError
 from .base import Store
@@ -43,7 +42,7 @@ class WriterStats:
 class _Submission:
     __slots__ = ("future", "loop", "rows", "submitted")
 
-    def __init__(self, rows: Sequence[tuple[Any, ...]], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, rows: Sequence[str], loop: asyncio.AbstractEventLoop) -> None:
         self.rows = rows
         self.loop = loop
         self.submitted = time.monotonic()
@@ -92,8 +91,8 @@ class BatchWriter:
     def pending_rows(self) -> int:
         return self._pending_rows
 
-    def submit(self, rows: Sequence[tuple[Any, ...]]) -> asyncio.Future[None]:
-        """Queue rows; the future resolves once they are durable. Call from the event loop."""
+    def submit(self, rows: Sequence[str]) -> asyncio.Future[None]:
+        """Queue rows (wire lines); the future resolves once they are durable. Call from the event loop."""
         loop = asyncio.get_running_loop()
         submission = _Submission(rows, loop)
         with self._cond:
@@ -144,12 +143,12 @@ class BatchWriter:
                 with contextlib.suppress(RuntimeError):
                     submission.loop.call_soon_threadsafe(_settle, submission.future, error)
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> BaseException | None:
+    def _insert(self, rows: list[str]) -> BaseException | None:
         token = uuid.uuid4().hex  # the same on every retry of this batch: never inserted twice
         started = time.perf_counter()
         for attempt in range(1, self._attempts + 1):
             try:
-                self._store.insert_requests(rows, token)
+                self._store.insert_lines(rows, token)
             except OtelCostError as exc:
                 if not exc.retryable or attempt == self._attempts:
                     logger.error("insert of %d rows failed (attempt %d): %s", len(rows), attempt, exc.message)

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 
 from otel_cost.errors import QueryError, StoreURLError
-from otel_cost.model import REQUEST_COLUMNS
 from otel_cost.store import Store, open_store, parse_store_url
 from otel_cost.store.schema import migrations, sql_dir
+from otel_cost.store.wire import INGEST_COLUMNS, encode_line, encode_map
 
 
-def row(span_id: str, cost_units: int, **values: object) -> tuple[object, ...]:
-    defaults: dict[str, object] = {name: "" for name in REQUEST_COLUMNS}
-    defaults.update(
-        timestamp=1_795_991_404_000_000_000,
+def line(span_id: str, cost_units: int, **values: object) -> str:
+    """One wire line with defaults for every column."""
+    fields: dict[str, object] = {name: "" for name in INGEST_COLUMNS}
+    fields.update(
+        timestamp_ns=1_795_991_404_000_000_000,
         trace_id="5b8efff798038103d269b633813fc60c",
         span_id=span_id,
         input_tokens=1,
@@ -29,22 +30,19 @@ def row(span_id: str, cost_units: int, **values: object) -> tuple[object, ...]:
         cache_write_1h_tokens=0,
         output_tokens=0,
         reasoning_tokens=0,
-        cost=cost_units,
+        cost_units=cost_units,
         priced=1,
         billable=1,
         duration_ns=0,
-        flags=[],
-        attributes={},
-        resource_attributes={},
         team="payments",
     )
-    defaults.update(values)
-    return tuple(defaults[name] for name in REQUEST_COLUMNS)
+    fields.update(values)
+    return encode_line(tuple(fields[name] for name in INGEST_COLUMNS))
 
 
 def test_migrations_are_recorded_and_idempotent(store: Store) -> None:
     names = [name for name, _ in migrations()]
-    assert names == ["000_schema_migrations.sql", "001_requests.sql", "002_spend_rollups.sql"]
+    assert names == ["000_schema_migrations.sql", "001_requests.sql", "002_spend_rollups.sql", "003_ingest.sql"]
     assert store.migrate() == []
     assert [r[0] for r in store.query("SELECT name FROM schema_migrations ORDER BY name").rows] == names
     tables = {r[0] for r in store.query("SELECT name FROM system.tables WHERE database = currentDatabase()").rows}
@@ -58,9 +56,9 @@ def test_sql_files_are_plain_clickhouse_sql() -> None:
 
 
 def test_a_retried_batch_is_stored_once_in_raw_and_rollups(store: Store) -> None:
-    rows = [row("00000000000000a1", 4_750_000_000_000_000_000_000), row("00000000000000a2", 1)]
+    lines = [line("00000000000000a1", 4_750_000_000_000_000_000_000), line("00000000000000a2", 1)]
     for _ in range(3):
-        store.insert_requests(rows, token="batch-1")
+        store.insert_lines(lines, token="batch-1")
     assert store.query("SELECT count(), toString(sum(cost)) FROM requests").rows == [[2, "0.004750000000000000000001"]]
     for rollup in ("spend_minute", "spend_hour"):
         assert store.query(f"SELECT sum(calls), toString(sum(cost)) FROM {rollup}").rows == [
@@ -69,23 +67,28 @@ def test_a_retried_batch_is_stored_once_in_raw_and_rollups(store: Store) -> None
 
 
 def test_costs_keep_24_decimal_places_and_maps_and_flags_round_trip(store: Store) -> None:
-    store.insert_requests(
+    attribute_keys, attribute_values = encode_map({"app.note": "tab\tand\x1fseparator\\n", "empty": "", "n": 7})
+    store.insert_lines(
         [
-            row(
+            line(
                 "00000000000000b1",
                 123_456_789_012_345_678_901_234_567_890,
-                flags=["cache_exclusive_inferred", "total_mismatch"],
-                attributes={"app.note": "tab\tand\x1fseparator", "empty": ""},
-                resource_attributes={"service.name": "x"},
+                flags="cache_exclusive_inferred\x1ftotal_mismatch",
+                attribute_keys=attribute_keys,
+                attribute_values=attribute_values,
+                resource_keys="service.name",
+                resource_values="x",
+                error_type="multi\nline",
             )
         ],
         token="b",
     )
-    result = store.query("SELECT cost, flags, attributes, resource_attributes FROM requests").rows[0]
+    result = store.query("SELECT cost, flags, attributes, resource_attributes, error_type FROM requests").rows[0]
     assert Decimal(result[0]) == Decimal("123456.789012345678901234567890")
     assert result[1] == ["cache_exclusive_inferred", "total_mismatch"]
-    assert result[2] == {"app.note": "tab\tand separator", "empty": ""}
+    assert result[2] == {"app.note": "tab\tand separator\\n", "empty": "", "n": "7"}
     assert result[3] == {"service.name": "x"}
+    assert result[4] == "multi\nline"
 
 
 @pytest.mark.parametrize(
@@ -197,7 +200,7 @@ def test_server_store_against_a_clickhouse_server() -> None:
         token = f"test-{time.time_ns()}"
         span = f"{time.time_ns() % 16**16:016x}"
         for _ in range(2):
-            store.insert_requests([row(span, 4_750_000_000_000_000_000_000)], token=token)
+            store.insert_lines([line(span, 4_750_000_000_000_000_000_000)], token=token)
         assert store.query(f"SELECT count(), toString(sum(cost)) FROM requests WHERE span_id = '{span}'").rows == [
             [1, "0.00475"]
         ]
