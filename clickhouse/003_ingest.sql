@@ -1,7 +1,7 @@
 -- The wire format of bulk inserts: one TabSeparated line per call, in this column order, turned into a
--- `requests` row by the view below (rows are not kept here: Null engine). Attribute maps and flags
--- travel as strings joined with the unit separator (\x1f); `cost_units` is an integer of 10^-24 USD,
--- so no cost ever passes through a float. `flags`, `billable` and `duplicate_of` come last: the
+-- `requests` row by the view below (rows are not kept here: Null engine). Attribute maps travel as keys
+-- and values joined with the unit separator (\x1f), and so do flags; values are cut at 256
+-- characters here; `cost_units` is an integer of 10^-24 USD, so no cost ever passes through a float. `flags`, `billable` and `duplicate_of` come last: the
 -- receiver may still mark a call as a nested duplicate after its line was written.
 CREATE TABLE IF NOT EXISTS requests_ingest
 (
@@ -60,8 +60,20 @@ SELECT
     emitter, emitter_cost,
     arrayFilter(x -> x != '', splitByChar('\x1f', flags)) AS flags,
     conversation_id, response_id,
-    mapFilter((k, v) -> k != '', mapFromArrays(splitByChar('\x1f', attribute_keys), splitByChar('\x1f', attribute_values)))
-        AS attributes,
-    mapFilter((k, v) -> k != '', mapFromArrays(splitByChar('\x1f', resource_keys), splitByChar('\x1f', resource_values)))
-        AS resource_attributes
+    mapFromArrays(
+        if(attribute_keys = '' AND attribute_values = '', [], splitByChar('\x1f', attribute_keys)),
+        if(
+            attribute_keys = '' AND attribute_values = '',
+            [],
+            arrayMap(v -> if(length(v) > 256, concat(substringUTF8(v, 1, 256), '…'), v), splitByChar('\x1f', attribute_values))
+        )
+    ) AS attributes,
+    mapFromArrays(
+        if(resource_keys = '' AND resource_values = '', [], splitByChar('\x1f', resource_keys)),
+        if(
+            resource_keys = '' AND resource_values = '',
+            [],
+            arrayMap(v -> if(length(v) > 256, concat(substringUTF8(v, 1, 256), '…'), v), splitByChar('\x1f', resource_values))
+        )
+    ) AS resource_attributes
 FROM requests_ingest;

@@ -104,10 +104,10 @@ class APIConfig(_Section):
 
 class StoreConfig(_Section):
     url: str = DEFAULT_STORE_URL
-    batch_size: int = Field(50_000, ge=1, description="most rows per insert")
+    batch_size: int = Field(20_000, ge=1, description="rows that trigger an insert without waiting")
     queue_size: int = Field(200_000, ge=1, description="rows waiting for the store before exports are refused")
     flush_interval_millis: int = Field(
-        200, ge=0, le=10_000, description="longest an export waits for others to share its insert"
+        1000, ge=0, le=10_000, description="longest an export waits for others to share its insert"
     )
     dedup_keys: int = Field(1_000_000, ge=1000, description="span keys remembered to drop retried spans")
     dedup_window_seconds: int = Field(3600, ge=0, description="span keys reloaded from the store at start")

@@ -128,11 +128,30 @@ class RecentSpans:
         found = self._children.get(parent_key)
         return found if found is not None else self._previous_children.get(parent_key)
 
-    def claim(self, entries: Iterable[tuple[bytes, Link | None]], future: asyncio.Future[None]) -> None:
+    def known(self, keys: list[bytes]) -> set[bytes]:
+        """The keys among `keys` that were accepted before (stored, or being stored)."""
+        wanted = set(keys)
+        return (wanted & self._current.keys()) | (wanted & self._previous.keys()) | (wanted & self._pending.keys())
+
+    def touches(self, keys: list[bytes], parents: set[bytes]) -> set[bytes]:
+        """Keys and parent keys that meet a recent call: a parent stored before, or a child stored before."""
+        found = (parents & self._current.keys()) | (parents & self._previous.keys())
+        if self._children or self._previous_children:
+            wanted = set(keys)
+            found |= (wanted & self._children.keys()) | (wanted & self._previous_children.keys())
+        return found
+
+    def claim(self, keys: list[bytes], links: list[Link | None], future: asyncio.Future[None]) -> None:
         """Remember an export's calls as pending until `future` settles."""
-        for key, link in entries:
-            self._pending[key] = future
-            self.remember(key, link)
+        self._pending.update(dict.fromkeys(keys, future))
+        if len(self._current) + len(keys) > self._generation_size:
+            self._previous, self._current = self._current, {}
+            self._previous_children, self._children = self._children, {}
+        self._current.update(zip(keys, [None if link is None else link[1] for link in links], strict=True))
+        children = self._children
+        for key, link in zip(keys, links, strict=True):
+            if link is not None and link[0]:
+                children[link[0]] = (key[16:], link[1])
 
     def settle(self, keys: Iterable[bytes], stored: bool) -> None:
         """The export's write finished: keep its keys (stored) or forget them (failed, will be retried)."""
@@ -176,37 +195,57 @@ class RecentSpans:
 class Admitted:
     """The part of an export to store, after what was stored before is taken out."""
 
-    lines: list[str] = field(default_factory=list)
-    entries: list[tuple[bytes, Link | None]] = field(default_factory=list)  # (span key, link) per line
+    data: bytes = b""  # wire lines
+    rows: int = 0
+    keys: list[bytes] = field(default_factory=list)  # per row
+    links: list[Link | None] = field(default_factory=list)  # per row
     waits: list[asyncio.Future[None]] = field(default_factory=list)  # earlier attempts still in flight
     duplicates: int = 0  # spans stored (or being stored) before
     nested: int = 0  # calls found to repeat a call stored before
+    changed: bool = False  # rows were dropped or rewritten (counts must be taken from `data`)
 
 
 def admit(processed: ProcessedExport, recent: RecentSpans) -> Admitted:
-    """Drop spans stored before; mark calls nested with (or around) an earlier-stored call."""
-    admitted = Admitted(duplicates=processed.repeats)
-    keys, links, lines = processed.keys, processed.links, processed.lines
-    for index in range(len(lines)):
-        key = keys[index * 24 : index * 24 + 24]
-        if key in recent:
+    """Drop spans stored before; mark calls nested with (or around) an earlier-stored call.
+
+    The common export has neither: set operations over all its keys prove it, and its bytes go to
+    the store untouched. Only an export with a hit is split into lines and rewritten.
+    """
+    blob = processed.keys
+    keys = [blob[start : start + 24] for start in range(0, len(blob), 24)]
+    links = processed.links
+    admitted = Admitted(duplicates=processed.repeats, keys=keys, links=links, data=processed.data, rows=processed.rows)
+    seen = recent.known(keys)
+    parents = {link[0] for link in links if link is not None and link[0]}
+    nested = recent.touches(keys, parents)
+    if not seen and not nested:
+        return admitted
+    admitted.changed = True
+    lines = processed.data.decode().split("\n")[:-1]
+    kept_lines: list[str] = []
+    kept_keys: list[bytes] = []
+    kept_links: list[Link | None] = []
+    for key, original, link in zip(keys, lines, links, strict=True):
+        if key in seen:
             admitted.duplicates += 1
             in_flight = recent.pending(key)
             if in_flight is not None:
                 admitted.waits.append(in_flight)
             continue
-        line, link = lines[index], links[index]
-        if link is not None:
+        line, kept_link = original, link
+        if link is not None and (key in nested or link[0] in nested):
             parent_key, signature = link
             earlier_parent = recent.billable_call(parent_key) if parent_key else None
+            earlier_child = None if earlier_parent else recent.billable_child(key)
             if earlier_parent is not None and same_call(earlier_parent, signature):
-                line, link = mark_duplicate(line, parent_key[16:].hex()), None
-            else:
-                earlier_child = recent.billable_child(key)
-                if earlier_child is not None and same_call(signature, earlier_child[1]):
-                    line, link = mark_duplicate(line, earlier_child[0].hex()), None
-            if link is None:
+                line, kept_link = mark_duplicate(original, parent_key[16:].hex()), None
+            elif earlier_child is not None and same_call(signature, earlier_child[1]):
+                line, kept_link = mark_duplicate(original, earlier_child[0].hex()), None
+            if kept_link is None:
                 admitted.nested += 1
-        admitted.lines.append(line)
-        admitted.entries.append((key, link))
+        kept_lines.append(line)
+        kept_keys.append(key)
+        kept_links.append(kept_link)
+    admitted.keys, admitted.links, admitted.rows = kept_keys, kept_links, len(kept_lines)
+    admitted.data = "".join(line + "\n" for line in kept_lines).encode()
     return admitted

@@ -42,10 +42,10 @@ class Ingestor:
         if admitted.duplicates:
             metrics.duplicate_spans.inc(admitted.duplicates)
         waits = admitted.waits
-        if admitted.lines:
-            write = self.writer.submit(admitted.lines)
-            recent.claim(admitted.entries, write)
-            keys = [key for key, _ in admitted.entries]
+        if admitted.rows:
+            write = self.writer.submit(admitted.data, admitted.rows)
+            keys = admitted.keys
+            recent.claim(keys, admitted.links, write)
             # Settled whoever is still waiting: a client that gave up must not leave keys pending.
             write.add_done_callback(
                 lambda done: recent.settle(keys, stored=not done.cancelled() and done.exception() is None)
@@ -53,14 +53,13 @@ class Ingestor:
             waits.append(write)
         if waits:
             await asyncio.shield(asyncio.gather(*waits))
-        if admitted.lines:
-            if len(admitted.lines) == len(processed.lines):
+        if admitted.rows:
+            if admitted.changed:  # some rows were stored before or rewritten: count what this export stored
+                billable, unpriced, unattributed = _count(admitted.data)
+            else:
                 billable, unpriced, unattributed = processed.billable, processed.unpriced, processed.unattributed
-            else:  # some spans were stored before: count what this export stored
-                billable, unpriced, unattributed = _count(admitted.lines)
-            billable -= admitted.nested
             metrics.calls_stored.labels("true").inc(billable)
-            metrics.calls_stored.labels("false").inc(len(admitted.lines) - billable)
+            metrics.calls_stored.labels("false").inc(admitted.rows - billable)
             metrics.unpriced_calls.inc(unpriced)
             metrics.unattributed_calls.inc(unattributed)
         return processed
@@ -69,9 +68,9 @@ class Ingestor:
 _PRICED, _TEAM, _BILLABLE = (INGEST_COLUMNS.index(name) for name in ("priced", "team", "billable"))
 
 
-def _count(lines: list[str]) -> tuple[int, int, int]:
+def _count(data: bytes) -> tuple[int, int, int]:
     billable = unpriced = unattributed = 0
-    for line in lines:
+    for line in data.decode().split("\n")[:-1]:
         fields = line.split("\t")
         if fields[_BILLABLE] == "1":
             billable += 1

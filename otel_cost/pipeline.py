@@ -25,11 +25,12 @@ _MAX_MESSAGES = 5
 
 @dataclass
 class ProcessedExport:
-    """What one export turned into. Crosses a process boundary, so it is compact: lines are final
-    text, span keys (trace id + span id, 24 bytes each) are one bytes object."""
+    """What one export turned into. Crosses a process boundary, so it is compact: the rows are one
+    bytes object of finished wire lines, the span keys (trace id + span id, 24 bytes each) another."""
 
-    lines: list[str] = field(default_factory=list)  # one per call, `store.wire.INGEST_COLUMNS` order
-    keys: bytes = b""  # 24 bytes per line
+    data: bytes = b""  # TSV lines, each ending in a newline, `store.wire.INGEST_COLUMNS` order
+    rows: int = 0
+    keys: bytes = b""  # 24 bytes per row
     links: list[Link | None] = field(default_factory=list)  # per line: billable calls' nesting facts
     spans: int = 0  # every span in the export
     repeats: int = 0  # spans repeated inside the export
@@ -100,10 +101,12 @@ class Pipeline:
                 owner_attrs[inner] = {**attrs_by_key[outer], **attrs_by_key[inner]}
 
         price, attribute = self.price_book.price, self.attributor.attribute
-        lines, links = result.lines, result.links
+        lines: list[str] = []
+        links = result.links
         for key, call, attrs, resource, (resource_keys, resource_values) in staged:
             priced = price(call)
             owner = attribute(owner_attrs.get(key, attrs), resource)
+            attribute_keys, attribute_values = encode_map(attrs)
             if call.billable:
                 result.billable += 1
                 if not priced.priced:
@@ -115,7 +118,6 @@ class Pipeline:
                 )
             else:
                 links.append(None)
-            attribute_keys, attribute_values = encode_map(attrs)
             lines.append(
                 encode_line(
                     (
@@ -164,4 +166,8 @@ class Pipeline:
                 )
             )
         result.keys = b"".join(key for key, *_ in staged)
+        if lines:
+            lines.append("")  # every line ends in a newline
+            result.data = "\n".join(lines).encode()
+            result.rows = len(staged)
         return result

@@ -2,8 +2,9 @@
 
 The request arrives as raw bytes and is parsed by the pipeline (possibly in a worker process), so
 an undecodable payload is INVALID_ARGUMENT (not grpc's generic INTERNAL). grpc enforces the size
-limit (after decompression) with RESOURCE_EXHAUSTED. Retryable refusals carry RetryInfo twice: in `grpc-status-details-bin` (the
-Collector reads it there) and as `google.rpc.retryinfo-bin` (the Python exporter reads that).
+limit (after decompression) with RESOURCE_EXHAUSTED. Retryable refusals carry RetryInfo twice: in
+`grpc-status-details-bin` (the Collector reads it there) and as `google.rpc.retryinfo-bin` (the
+Python exporter reads that).
 """
 
 from __future__ import annotations

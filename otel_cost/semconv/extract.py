@@ -46,6 +46,8 @@ class InvalidSpanError(ValueError):
 
 
 def _count(value: AttrValue, key: str) -> int:
+    if type(value) is int and 0 <= value <= MAX_TOKENS:  # the common case, first
+        return value
     if isinstance(value, bool):
         raise InvalidSpanError(f"{key} is not a number (bool)")
     if isinstance(value, int):
@@ -77,11 +79,13 @@ def _text(value: AttrValue) -> str:
 # Spans from one emitter share their attribute names, so where each field comes from is worked out once
 # per distinct key set ("shape") and reused; the bound keeps hostile key churn cheap.
 _plans: dict[tuple[str, ...], dict[str, str] | None] = {}
+_usage_plans: dict[int, tuple[tuple[str, str], ...]] = {}
 _PLAN_LIMIT = 10_000
 
 
 def _plan(attrs: dict[str, AttrValue]) -> dict[str, str] | None:
-    """field -> the attribute key to read it from (the best-ranked variant present); None: not GenAI."""
+    """field -> the attribute key to read it from (the best-ranked variant present); None: not GenAI.
+    A plan with usage holds "usage" -> "" and its (field, key) pairs in `_usage_plans[id(plan)]`."""
     shape = tuple(attrs)
     if shape in _plans:
         return _plans[shape]
@@ -92,10 +96,14 @@ def _plan(attrs: dict[str, AttrValue]) -> dict[str, str] | None:
         if previous is None or rank < previous[0]:
             found[field] = (rank, key)
     plan = {field: key for field, (_, key) in found.items()} or None
-    if plan is not None and any(field in plan for field in _USAGE_FIELDS):
-        plan["usage"] = ""  # marks "has usage" so the hot path need not look for it
     if len(_plans) >= _PLAN_LIMIT:
         _plans.clear()
+        _usage_plans.clear()
+    if plan is not None:
+        usage = tuple((field, plan[field]) for field in _USAGE_FIELDS if field in plan)
+        if usage:
+            plan["usage"] = ""  # marks "has usage" so the hot path need not look for it
+            _usage_plans[id(plan)] = usage
     _plans[shape] = plan
     return plan
 
@@ -196,6 +204,10 @@ def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: in
     return call
 
 
+def _anthropic_like(call: Call) -> bool:
+    return call.provider == "anthropic" or "claude" in (call.response_model or call.request_model).lower()
+
+
 def _normalize_usage(
     call: Call,
     plan: dict[str, str],
@@ -203,11 +215,7 @@ def _normalize_usage(
     emitter: Emitter,
     flags: list[str],
 ) -> None:
-    counts: dict[str, int] = {}
-    for field in _USAGE_FIELDS:
-        key = plan.get(field)
-        if key is not None:
-            counts[field] = _count(attrs[key], key)
+    counts = {field: _count(attrs[key], key) for field, key in _usage_plans[id(plan)]}
     call.usage_reported = True
 
     output_raw = counts.get("output", 0)
@@ -226,8 +234,9 @@ def _normalize_usage(
         flags.append("cache_write_1h_exceeds_cache_write")
         cache_write_1h = cache_write
 
-    anthropic_like = call.provider == "anthropic" or "claude" in (call.response_model or call.request_model).lower()
-    if anthropic_like and emitter.anthropic_cache == EXCLUSIVE:
+    if (not cache_read and not cache_write) or (
+        (anthropic_like := _anthropic_like(call)) and emitter.anthropic_cache == EXCLUSIVE
+    ):
         uncached = input_raw
     elif cache_read + cache_write > input_raw:
         # Inclusive counts can never be smaller than their parts: this count is exclusive.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -85,9 +84,9 @@ class Store(ABC):
         """Run a statement with write access (DDL, internal maintenance)."""
 
     @abstractmethod
-    def insert_lines(self, lines: Sequence[str], token: str) -> None:
-        """Insert wire lines (`store.wire`) as one batch. Retrying with the same token never
-        duplicates: the raw table and every rollup keep exactly one copy."""
+    def insert_batch(self, data: bytes, token: str) -> None:
+        """Insert wire lines (`store.wire`, each ending in a newline) as one batch. Retrying with the
+        same token never duplicates: the raw table and every rollup keep exactly one copy."""
 
     @abstractmethod
     def query(self, sql: str, *, readonly: bool = True) -> QueryResult:

@@ -11,7 +11,6 @@ import errno
 import fcntl
 import logging
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ __all__ = ["EmbeddedStore"]
 logger = logging.getLogger(__name__)
 
 
-_INSERT = "INSERT INTO requests_ingest SETTINGS {settings}, insert_deduplication_token='{token}' FORMAT TabSeparated\n"
+_INSERT = "INSERT INTO requests_ingest SETTINGS {settings}, insert_deduplication_token='{token}'"
 _SETTINGS = ", ".join(f"{key}={value}" for key, value in INSERT_SETTINGS.items())
 
 # chDB allows one store path per process; several stores (databases) may share it.
@@ -98,13 +97,21 @@ class EmbeddedStore(Store):
         with self._write_lock:
             self._run(self._writer, sql, "CSV")
 
-    def insert_lines(self, lines: Sequence[str], token: str) -> None:
-        if not lines:
+    def insert_batch(self, data: bytes, token: str) -> None:
+        if not data:
             return
-        # The data travels inside the statement: the engine parses it without the GIL.
-        sql = _INSERT.format(settings=_SETTINGS, token=token) + "\n".join(lines)
+        # A streaming insert: the engine parses the bytes without the GIL (and ~6x cheaper than the
+        # same data inlined in a query's text).
         with self._write_lock:
-            self._run(self._writer, sql, "CSV", writing=True)
+            if self._closed:
+                raise StoreUnavailableError(f"the store {self.url} is closed")
+            try:
+                inserter = self._writer.send_insert(_INSERT.format(settings=_SETTINGS, token=token), "TabSeparated")
+                inserter.append(data)
+                inserter.finish()
+            except Exception as exc:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise StoreUnavailableError(f"insert into {self.url} failed: {message}") from exc
 
     def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
         return QueryResult.from_json_compact(self.query_text(sql, "JSONCompact", readonly=readonly))

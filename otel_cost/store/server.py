@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
 
 from ..errors import QueryError, StoreError, StoreUnavailableError
 from .base import INSERT_SETTINGS, QUERY_SETTINGS, QueryResult, Store
@@ -51,10 +50,9 @@ class ServerStore(Store):
             except self._errors as exc:
                 raise QueryError(str(exc).strip().splitlines()[0]) from exc
 
-    def insert_lines(self, lines: Sequence[str], token: str) -> None:
-        if not lines:
+    def insert_batch(self, data: bytes, token: str) -> None:
+        if not data:
             return
-        data = ("\n".join(lines) + "\n").encode()
         settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
         with self._lock:
             try:

@@ -11,7 +11,6 @@ from otel_cost.attribution import DIMENSION_SOURCES
 from otel_cost.semconv import redact_values, to_dict
 from otel_cost.semconv.keys import FIELD_SOURCES
 from otel_cost.semconv.policy import _CONTENT_EXACT, _CONTENT_PREFIXES, CONTENT, KEEP, REDACTED, SECRET, classify_key
-from otel_cost.store.wire import attribute_text, encode_map
 
 from ..helpers import key_values
 
@@ -308,31 +307,6 @@ def test_clean_values_next_to_a_secret_are_untouched() -> None:
 def test_empty_attributes() -> None:
     assert redact_values({}) == 0
     assert redact_values({"a": None}) == 0
-
-
-# --- stored strings -------------------------------------------------------------------------------------
-
-
-def test_attribute_text() -> None:
-    values = {"s": "x", "i": 3, "f": 0.5, "b": False, "raw": b"\x00\xff", "l": ["é", 1], "m": {"a": 1}}
-    assert {key: attribute_text(value) for key, value in values.items()} == {
-        "s": "x",
-        "i": "3",
-        "f": "0.5",
-        "b": "false",
-        "raw": "00ff",
-        "l": '["é", 1]',
-        "m": '{"a": 1}',
-    }
-    assert encode_map(values) == (
-        "s\x1fi\x1ff\x1fb\x1fraw\x1fl\x1fm",
-        'x\x1f3\x1f0.5\x1ffalse\x1f00ff\x1f["é", 1]\x1f{"a": 1}',
-    )
-
-
-def test_long_values_are_cut_and_separators_scrubbed() -> None:
-    assert encode_map({"long": "y" * 300, "edge": "z" * 256}) == ("long\x1fedge", "y" * 256 + "…\x1f" + "z" * 256)
-    assert encode_map({"a\x1fb": "c\x1fd", "e": 1}) == ("a b\x1fe", "c d\x1f1")
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,10 @@ def line(span_id: str, cost_units: int, **values: object) -> str:
     return encode_line(tuple(fields[name] for name in INGEST_COLUMNS))
 
 
+def batch(lines: list[str]) -> bytes:
+    return "".join(line + "\n" for line in lines).encode()
+
+
 def test_migrations_are_recorded_and_idempotent(store: Store) -> None:
     names = [name for name, _ in migrations()]
     assert names == ["000_schema_migrations.sql", "001_requests.sql", "002_spend_rollups.sql", "003_ingest.sql"]
@@ -55,10 +59,15 @@ def test_sql_files_are_plain_clickhouse_sql() -> None:
         assert "{" not in text.replace("{}", ""), f"{path.name} has template placeholders"
 
 
+def test_a_call_without_attributes_has_empty_maps(store: Store) -> None:
+    store.insert_batch(batch([line("00000000000000c1", 1)]), token="c")
+    assert store.query("SELECT attributes, resource_attributes, flags FROM requests").rows == [[{}, {}, []]]
+
+
 def test_a_retried_batch_is_stored_once_in_raw_and_rollups(store: Store) -> None:
     lines = [line("00000000000000a1", 4_750_000_000_000_000_000_000), line("00000000000000a2", 1)]
     for _ in range(3):
-        store.insert_lines(lines, token="batch-1")
+        store.insert_batch(batch(lines), token="batch-1")
     assert store.query("SELECT count(), toString(sum(cost)) FROM requests").rows == [[2, "0.004750000000000000000001"]]
     for rollup in ("spend_minute", "spend_hour"):
         assert store.query(f"SELECT sum(calls), toString(sum(cost)) FROM {rollup}").rows == [
@@ -67,26 +76,53 @@ def test_a_retried_batch_is_stored_once_in_raw_and_rollups(store: Store) -> None
 
 
 def test_costs_keep_24_decimal_places_and_maps_and_flags_round_trip(store: Store) -> None:
-    attribute_keys, attribute_values = encode_map({"app.note": "tab\tand\x1fseparator\\n", "empty": "", "n": 7})
-    store.insert_lines(
-        [
-            line(
-                "00000000000000b1",
-                123_456_789_012_345_678_901_234_567_890,
-                flags="cache_exclusive_inferred\x1ftotal_mismatch",
-                attribute_keys=attribute_keys,
-                attribute_values=attribute_values,
-                resource_keys="service.name",
-                resource_values="x",
-                error_type="multi\nline",
-            )
-        ],
+    attributes = {
+        "s": 'tab\tnewline\nbackslash\\ quote" é',
+        "i": 3,
+        "f": 0.5,
+        "b": False,
+        "raw": b"\x00\xff",
+        "l": ["stop", 1],
+        "m": {"a": 1},
+        "long": "y" * 300,
+        "edge": "z" * 256,
+        "": "empty key",
+        "sep\x1fkey": "sep\x1fvalue",
+    }
+    attribute_keys, attribute_values = encode_map(attributes)
+    store.insert_batch(
+        batch(
+            [
+                line(
+                    "00000000000000b1",
+                    123_456_789_012_345_678_901_234_567_890,
+                    flags="cache_exclusive_inferred\x1ftotal_mismatch",
+                    attribute_keys=attribute_keys,
+                    attribute_values=attribute_values,
+                    resource_keys="service.name",
+                    resource_values="x",
+                    error_type="multi\nline",
+                )
+            ]
+        ),
         token="b",
     )
     result = store.query("SELECT cost, flags, attributes, resource_attributes, error_type FROM requests").rows[0]
     assert Decimal(result[0]) == Decimal("123456.789012345678901234567890")
     assert result[1] == ["cache_exclusive_inferred", "total_mismatch"]
-    assert result[2] == {"app.note": "tab\tand separator\\n", "empty": "", "n": "7"}
+    assert result[2] == {
+        "s": 'tab\tnewline\nbackslash\\ quote" é',
+        "i": "3",
+        "f": "0.5",
+        "b": "false",
+        "raw": "00ff",
+        "l": '["stop", 1]',
+        "m": '{"a": 1}',
+        "long": "y" * 256 + "…",
+        "edge": "z" * 256,
+        "": "empty key",
+        "sep key": "sep value",
+    }
     assert result[3] == {"service.name": "x"}
     assert result[4] == "multi\nline"
 
@@ -200,7 +236,7 @@ def test_server_store_against_a_clickhouse_server() -> None:
         token = f"test-{time.time_ns()}"
         span = f"{time.time_ns() % 16**16:016x}"
         for _ in range(2):
-            store.insert_lines([line(span, 4_750_000_000_000_000_000_000)], token=token)
+            store.insert_batch(batch([line(span, 4_750_000_000_000_000_000_000)]), token=token)
         assert store.query(f"SELECT count(), toString(sum(cost)) FROM requests WHERE span_id = '{span}'").rows == [
             [1, "0.00475"]
         ]
