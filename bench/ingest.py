@@ -467,8 +467,27 @@ def count_run_rows(api: str, run_id: str) -> int:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def _children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (the server's pipeline workers)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found.extend(int(child) for child in task.read_text().split())
+        except OSError:
+            continue
+    return found
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) per thread of `pid`, keyed "tid:name" (Linux /proc)."""
+    """CPU seconds (user + system) per thread of `pid` and of its worker processes, keyed "tid:name"
+    (workers' threads as "worker:tid:name") (Linux /proc)."""
+    out = _thread_cpu(pid)
+    for child in _children(pid):
+        out.update({f"worker:{key}": value for key, value in _thread_cpu(child).items()})
+    return out
+
+
+def _thread_cpu(pid: int) -> dict[str, float]:
     out: dict[str, float] = {}
     task_dir = Path(f"/proc/{pid}/task")
     if not task_dir.is_dir():
@@ -488,9 +507,10 @@ def summarize_cpu(before: dict[str, float], after: dict[str, float], pid: int, s
     """Server CPU used during the timed phase, as cores busy, by thread (grouped by thread name)."""
     by_group: dict[str, float] = {}
     for key, value in after.items():
-        tid, _, name = key.partition(":")
+        worker = key.startswith("worker:")
+        tid, _, name = key.removeprefix("worker:").partition(":")
         used = value - before.get(key, 0.0)
-        group = "main (event loop)" if tid == str(pid) else name
+        group = "pipeline workers" if worker else "main (event loop)" if tid == str(pid) else name
         by_group[group] = by_group.get(group, 0.0) + used
     total = sum(by_group.values())
     ranked = sorted(((name, used) for name, used in by_group.items() if used >= 0.01), key=lambda item: -item[1])
@@ -835,8 +855,10 @@ def run(args: argparse.Namespace, result: dict[str, Any], errors: list[str]) -> 
         cpu_before = thread_cpu(args.server_pid) if args.server_pid else {}
 
         log(f"sending {len(payloads)} exports, {args.concurrency} in flight")
+        client_cpu = time.process_time()
         stats, sent_at, acked_at = send_all(args.endpoint, payloads, args.concurrency, args.timeout)
         cpu_acked = thread_cpu(args.server_pid) if args.server_pid else {}
+        result["client_cpu_seconds"] = round(time.process_time() - client_cpu, 2)
         log(f"all acknowledged after {acked_at - sent_at:.2f}s ({stats.failed} failed, {stats.retries} retries)")
         stored, polls = -1, 0
         deadline = time.perf_counter() + args.timeout

@@ -15,7 +15,7 @@ from .attribution import Attributor, ResourceOwner
 from .dedup import Link, mark_nested_duplicates, model_signature
 from .model import UNATTRIBUTED, Call
 from .pricing import PriceBook
-from .semconv import InvalidSpanError, emitter_for_scope, extract, redact_values, to_dict
+from .semconv import TYPED_KEYS, InvalidSpanError, emitter_for_scope, extract, redact_values, to_dict
 from .store.wire import SEPARATOR, encode_line, encode_map
 
 __all__ = ["Pipeline", "ProcessedExport"]
@@ -106,7 +106,7 @@ class Pipeline:
         for key, call, attrs, resource, (resource_keys, resource_values) in staged:
             priced = price(call)
             owner = attribute(owner_attrs.get(key, attrs), resource)
-            attribute_keys, attribute_values = encode_map(attrs)
+            attribute_keys, attribute_values = encode_map(attrs, TYPED_KEYS)
             if call.billable:
                 result.billable += 1
                 if not priced.priced:
@@ -121,7 +121,7 @@ class Pipeline:
             lines.append(
                 encode_line(
                     (
-                        call.timestamp_ns,
+                        str(call.timestamp_ns),
                         call.trace_id.hex(),
                         call.span_id.hex(),
                         call.parent_span_id.hex(),
@@ -138,19 +138,19 @@ class Pipeline:
                         call.response_model,
                         priced.priced_model,
                         call.service_tier,
-                        call.input_tokens,
-                        call.cache_read_tokens,
-                        call.cache_write_tokens,
-                        call.cache_write_1h_tokens,
-                        call.output_tokens,
-                        call.reasoning_tokens,
-                        priced.cost_units,
+                        str(call.input_tokens),
+                        str(call.cache_read_tokens),
+                        str(call.cache_write_tokens),
+                        str(call.cache_write_1h_tokens),
+                        str(call.output_tokens),
+                        str(call.reasoning_tokens),
+                        str(priced.cost_units),
                         priced.price_version,
-                        1 if priced.priced else 0,
+                        "1" if priced.priced else "0",
                         priced.reason,
                         call.status,
                         call.error_type,
-                        call.duration_ns,
+                        str(call.duration_ns),
                         call.emitter,
                         call.emitter_cost,
                         call.conversation_id,
@@ -160,7 +160,7 @@ class Pipeline:
                         resource_keys,
                         resource_values,
                         SEPARATOR.join(call.flags),
-                        1 if call.billable else 0,
+                        "1" if call.billable else "0",
                         call.duplicate_of.hex(),
                     )
                 )

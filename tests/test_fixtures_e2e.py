@@ -137,6 +137,20 @@ def test_pipeline_worker_processes_price_exactly_the_same(make_server: Callable[
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # a worker's DecodeError crosses back intact
 
 
+def test_stored_attributes_are_those_no_column_holds(server: RunningServer) -> None:
+    request = ExportTraceServiceRequest.FromString((FIXTURES / "openai-v2-0.pb").read_bytes())
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        trace_service_pb2_grpc.TraceServiceStub(channel).Export(request, timeout=30)
+    attributes, resource = server.query("SELECT attributes, resource_attributes FROM requests").rows[0]
+    # usage, models, provider, operation and response id live in typed columns
+    assert attributes == {
+        "server.address": "127.0.0.1",
+        "server.port": "42389",
+        "gen_ai.response.finish_reasons": '["stop"]',
+    }
+    assert resource["team"] == "payments" and resource["telemetry.sdk.language"] == "python"
+
+
 def test_fixture_folder_is_a_copy_of_shared() -> None:
     shared = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "otlp"
     if not shared.is_dir():

@@ -3,10 +3,12 @@
 from .attributes import to_dict
 from .emitters import Emitter, emitter_for_scope
 from .extract import MAX_TOKENS, InvalidSpanError, extract
+from .keys import TYPED_KEYS
 from .policy import redact_values
 
 __all__ = [
     "MAX_TOKENS",
+    "TYPED_KEYS",
     "Emitter",
     "InvalidSpanError",
     "emitter_for_scope",

@@ -12,6 +12,7 @@ __all__ = [
     "INFERENCE_OPERATIONS",
     "OPERATION_ALIASES",
     "PROVIDER_ALIASES",
+    "TYPED_KEYS",
 ]
 
 FIELD_SOURCES: dict[str, tuple[str, ...]] = {
@@ -124,6 +125,10 @@ FIELD_SOURCES: dict[str, tuple[str, ...]] = {
 INDEX: dict[str, tuple[str, int]] = {
     name: (field, rank) for field, names in FIELD_SOURCES.items() for rank, name in enumerate(names)
 }
+
+#: Attributes whose values end up in typed columns (usage, models, provider, operation, ...): the
+#: stored `attributes` map leaves them out.
+TYPED_KEYS = frozenset(INDEX)
 
 #: Operations that are one call to a model: billable.
 INFERENCE_OPERATIONS = frozenset(

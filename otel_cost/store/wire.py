@@ -11,7 +11,8 @@ as hex, arrays and maps as JSON, cut at 256 characters.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import itemgetter
 from typing import Any
 
 __all__ = [
@@ -101,26 +102,47 @@ def attribute_text(value: Any) -> str:
     return text
 
 
-def encode_map(attrs: Mapping[str, Any]) -> tuple[str, str]:
-    """(keys, values) joined by SEPARATOR. Clean maps (the norm) take the C fast path of str.join."""
-    texts = [value if type(value) is str else attribute_text(value) for value in attrs.values()]
-    keys = SEPARATOR.join(attrs)
-    values = SEPARATOR.join(texts)
-    expected = len(texts) - 1 if texts else 0
-    if keys.count(SEPARATOR) == expected and values.count(SEPARATOR) == expected:
-        return keys, values
-    return (
-        SEPARATOR.join(key.replace(SEPARATOR, " ") for key in attrs),
-        SEPARATOR.join(text.replace(SEPARATOR, " ") for text in texts),
-    )
+_map_plans: dict[
+    tuple[tuple[str, ...], frozenset[str]], tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]
+] = {}
 
 
-def encode_line(values: tuple[Any, ...]) -> str:
-    """One call as a TSV line, in INGEST_COLUMNS order (ints and strs only)."""
-    line = "\t".join(map(str, values))
+def _plan_map(
+    shape: tuple[str, ...], skip: frozenset[str]
+) -> tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]:
+    stored = [key for key in shape if key not in skip]
+    keys = SEPARATOR.join(key.replace(SEPARATOR, " ") for key in stored)
+    if not stored:
+        return keys, lambda attrs: ()
+    if len(stored) == 1:
+        only = stored[0]
+        return keys, lambda attrs: (attrs[only],)
+    return keys, itemgetter(*stored)
+
+
+def encode_map(attrs: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """(keys, values) joined by SEPARATOR, leaving out the keys in `skip`. Maps of one shape (the same
+    keys in the same order: every span of one emitter) share the joined keys and a C getter."""
+    shape = tuple(attrs)
+    plan = _map_plans.get((shape, skip))
+    if plan is None:
+        plan = _plan_map(shape, skip)
+        if len(_map_plans) >= 10_000:  # the bound keeps hostile key churn cheap
+            _map_plans.clear()
+        _map_plans[(shape, skip)] = plan
+    keys, getter = plan
+    values = SEPARATOR.join([value if type(value) is str else attribute_text(value) for value in getter(attrs)])
+    if SEPARATOR in values and values.count(SEPARATOR) != keys.count(SEPARATOR):
+        values = SEPARATOR.join(attribute_text(value).replace(SEPARATOR, " ") for value in getter(attrs))
+    return keys, values
+
+
+def encode_line(values: tuple[str, ...]) -> str:
+    """One call as a TSV line, in INGEST_COLUMNS order (every value already text)."""
+    line = "\t".join(values)
     if line.count("\t") == _TABS and "\\" not in line and "\n" not in line and "\r" not in line and "\0" not in line:
         return line
-    return "\t".join(value.translate(_TSV_ESCAPES) if type(value) is str else str(value) for value in values)
+    return "\t".join(value.translate(_TSV_ESCAPES) for value in values)
 
 
 def mark_duplicate(line: str, duplicate_of: str) -> str:

@@ -37,7 +37,7 @@ def line(span_id: str, cost_units: int, **values: object) -> str:
         team="payments",
     )
     fields.update(values)
-    return encode_line(tuple(fields[name] for name in INGEST_COLUMNS))
+    return encode_line(tuple(str(fields[name]) for name in INGEST_COLUMNS))
 
 
 def batch(lines: list[str]) -> bytes:
