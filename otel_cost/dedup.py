@@ -75,9 +75,12 @@ def mark_nested_duplicates(entries: list[tuple[bytes, Call]]) -> list[tuple[byte
     inherit what only the outer span says (instrumentation libraries carry the app's attributes,
     SDK spans do not).
     """
-    billable = {key: call for key, call in entries if call.billable}
     pairs: list[tuple[bytes, bytes]] = []
-    if len(billable) < 2:
+    parents = {call.trace_id + call.parent_span_id for _, call in entries if call.parent_span_id and call.billable}
+    if not parents:
+        return pairs
+    billable = {key: call for key, call in entries if call.billable}
+    if parents.isdisjoint(billable):
         return pairs
     signatures = {key: model_signature(call) for key, call in billable.items()}
     for key, call in billable.items():
