@@ -34,7 +34,7 @@ test: lint
 	$(BIN)/pytest -m "not slow"
 
 bench: install
-	bench/run.sh
+	@bench/run.sh
 
 clean:
 	rm -rf $(VENV) otel-cost-data .pytest_cache .mypy_cache .ruff_cache
