@@ -11,7 +11,8 @@ Measured, all in one run on the same payloads:
 - `decode_ceiling_spans_per_second`: one process that only parses each serialized request
   (`ExportTraceServiceRequest.FromString`) and reads every span's attributes into a dict. `ratio` is
   the first over the second.
-- `peak_rss_mb`: the server's peak resident set, from its `/metrics`.
+- `peak_rss_mb`: the server's peak resident set, from its `/metrics`: the receiving process plus its
+  pipeline worker processes (`peak_rss_mb_main`, `peak_rss_mb_workers`).
 - `pricing_speedup`: per-call cost of `PriceBook().price(call)` (warm rate-card cache) against
   `genai_prices.calc_price` called directly, on the same calls, with identical results checked.
 
@@ -889,7 +890,20 @@ def run(args: argparse.Namespace, result: dict[str, Any], errors: list[str]) -> 
                 "spans_per_second": round(spans_per_second),
                 "decode_ceiling_spans_per_second": round(decode_rate),
                 "ratio": round(spans_per_second / decode_rate, 3),
-                "peak_rss_mb": round(metrics_after.get("otel_cost_process_peak_resident_memory_bytes", 0) / 2**20, 1),
+                "peak_rss_mb": round(
+                    (
+                        metrics_after.get("otel_cost_process_peak_resident_memory_bytes", 0)
+                        + metrics_after.get("otel_cost_workers_peak_resident_memory_bytes", 0)
+                    )
+                    / 2**20,
+                    1,
+                ),
+                "peak_rss_mb_main": round(
+                    metrics_after.get("otel_cost_process_peak_resident_memory_bytes", 0) / 2**20, 1
+                ),
+                "peak_rss_mb_workers": round(
+                    metrics_after.get("otel_cost_workers_peak_resident_memory_bytes", 0) / 2**20, 1
+                ),
                 "spans_sent": args.spans,
                 "spans_stored": stored,
                 "exports": len(payloads),
