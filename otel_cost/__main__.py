@@ -1,3 +1,4 @@
 from otel_cost.cli import main
 
-main()
+if __name__ == "__main__":  # pipeline workers re-import this module under spawn
+    main()

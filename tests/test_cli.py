@@ -175,23 +175,33 @@ def test_quickstart_serve_demo_sql_and_a_clean_stop(served: tuple[subprocess.Pop
     assert "otel-cost: ready." in log and "otel-cost: stopping" in log
 
 
-def test_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("endpoint", "what", "setting"),
+    [
+        ("grpc", "OTLP/gRPC", "receiver.grpc_endpoint / --grpc-endpoint"),
+        ("http", "OTLP/HTTP", "receiver.http_endpoint / --http-endpoint"),
+        ("api", "the API", "api.endpoint / --api-endpoint"),
+    ],
+)
+def test_a_busy_port_is_a_one_line_error(tmp_path: Path, endpoint: str, what: str, setting: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        addresses = {name: f"127.0.0.1:{free_port()}" for name in ("grpc", "http", "api")}
+        addresses[endpoint] = f"127.0.0.1:{port}"
         result = subprocess.run(
             [
                 OTEL_COST,
                 "serve",
                 "--store",
                 f"chdb:{tmp_path}/data",
-                "--http-endpoint",
-                f"127.0.0.1:{port}",
                 "--grpc-endpoint",
-                f"127.0.0.1:{free_port()}",
+                addresses["grpc"],
+                "--http-endpoint",
+                addresses["http"],
                 "--api-endpoint",
-                f"127.0.0.1:{free_port()}",
+                addresses["api"],
             ],
             capture_output=True,
             text=True,
@@ -201,8 +211,8 @@ def test_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == (
-        f"Error: cannot listen on 127.0.0.1:{port} for OTLP/HTTP: the address is already in use (another otel-cost, "
-        "or an OpenTelemetry Collector?). Choose another address with receiver.http_endpoint / --http-endpoint."
+        f"Error: cannot listen on 127.0.0.1:{port} for {what}: the address is already in use (another otel-cost, "
+        f"or an OpenTelemetry Collector?). Choose another address with {setting}."
     )
 
 
