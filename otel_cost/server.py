@@ -78,9 +78,10 @@ class Server:
         self.api_port = 0
         self._ready = False
         self._grpc: grpc.aio.Server | None = None
-        self._uvicorns: list[tuple[_EmbeddedUvicorn, asyncio.Task[None], socket.socket]] = []
+        self._uvicorns: list[tuple[_EmbeddedUvicorn, asyncio.Task[None]]] = []
         self._writer: BatchWriter | None = None
         self._pool: PipelinePool | None = None
+        self._sockets: list[socket.socket] = []
         self._stopped = False
 
     @property
@@ -99,6 +100,14 @@ class Server:
             raise
 
     async def _start(self, config: Config) -> None:
+        # Ports first: a busy port fails in milliseconds, before the store and the workers start.
+        http_sock = _listen(config.receiver.http_endpoint, "OTLP/HTTP", "receiver.http_endpoint / --http-endpoint")
+        self._sockets.append(http_sock)
+        api_sock = _listen(config.api.endpoint, "the API", "api.endpoint / --api-endpoint")
+        self._sockets.append(api_sock)
+        self.http_port = http_sock.getsockname()[1]
+        self.api_port = api_sock.getsockname()[1]
+
         if self.store is None:
             self.store = await asyncio.to_thread(open_store, config.store.url)
         store = self.store
@@ -119,12 +128,6 @@ class Server:
         ingestor = Ingestor(self._pool, recent, self._writer, self.metrics)
         ingest_tokens = BearerTokens(config.receiver.bearer_tokens)
         tls = config.receiver.tls
-
-        # Sockets first: a busy port fails before anything starts serving.
-        http_sock = _listen(config.receiver.http_endpoint, "OTLP/HTTP", "receiver.http_endpoint / --http-endpoint")
-        api_sock = _listen(config.api.endpoint, "the API", "api.endpoint / --api-endpoint")
-        self.http_port = http_sock.getsockname()[1]
-        self.api_port = api_sock.getsockname()[1]
 
         max_bytes = config.receiver.max_request_bytes
         self._grpc = grpc.aio.server(
@@ -157,7 +160,7 @@ class Server:
             tls_options = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
         self._serve(http_app, http_sock, tls_options)
         self._serve(api, api_sock, {})
-        for server, task, _ in self._uvicorns:
+        for server, task in self._uvicorns:
             while not server.started and not task.done():
                 await asyncio.sleep(0.01)
             if task.done():
@@ -175,7 +178,7 @@ class Server:
         config = uvicorn.Config(app, lifespan="off", log_config=None, log_level="warning", access_log=False, **options)
         server = _EmbeddedUvicorn(config)
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-        self._uvicorns.append((server, task, sock))
+        self._uvicorns.append((server, task))
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
         """Stop accepting, let in-flight exports finish (up to `grace_seconds`), close the store. Idempotent."""
@@ -186,15 +189,16 @@ class Server:
         self._ready = False
         if self._grpc is not None:
             await self._grpc.stop(grace_seconds)
-        for server, _, _ in self._uvicorns:
+        for server, _ in self._uvicorns:
             server.should_exit = True
-        for _, task, sock in self._uvicorns:
+        for _, task in self._uvicorns:
             try:
                 await asyncio.wait_for(task, timeout=grace_seconds + 1)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
             except Exception:
                 logger.exception("an HTTP server failed while stopping")
+        for sock in self._sockets:
             sock.close()
         if self._writer is not None:
             await asyncio.to_thread(self._writer.shutdown, grace_seconds * 1000 + 10_000)
