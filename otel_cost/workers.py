@@ -87,6 +87,9 @@ class PipelinePool:
         loop = asyncio.get_running_loop()
         # The pool starts its processes on the first submissions; warm-ups make them import now.
         await asyncio.gather(*(loop.run_in_executor(self._executor, _warm_up) for _ in range(self.workers)))
+        self._refresh_pids()
+
+    def _refresh_pids(self) -> None:
         # The pool names its processes only privately; their pids serve the memory metrics alone.
         processes = getattr(self._executor, "_processes", None) or {}
         self.pids = sorted(process.pid for process in processes.values())
@@ -94,13 +97,19 @@ class PipelinePool:
     async def process(self, body: bytes, kind: str) -> ProcessedExport:
         if self._executor is None:
             return process_payload(body, kind)
+        executor = self._executor
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, process_payload, body, kind)
+            processed = await asyncio.get_running_loop().run_in_executor(executor, process_payload, body, kind)
         except BrokenProcessPool as exc:
-            logger.error("a pipeline worker died; starting a new pool")
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._new_executor()
+            if self._executor is executor:  # the first of the exports that were in flight replaces the pool
+                logger.error("a pipeline worker died; starting a new pool")
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new_executor()
+                self.pids = []
             raise OverloadedError("a pipeline worker died while processing this export", retry_after_seconds=1) from exc
+        if not self.pids:
+            self._refresh_pids()
+        return processed
 
     def shutdown(self) -> None:
         if self._executor is not None:

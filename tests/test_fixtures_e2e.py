@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import urllib.request
 from collections.abc import Callable
 from decimal import Decimal
@@ -135,6 +137,25 @@ def test_pipeline_worker_processes_price_exactly_the_same(make_server: Callable[
         with pytest.raises(grpc.RpcError) as caught:
             raw(b"\x0a\xff\xff\xff\xff\x0f garbage", timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # a worker's DecodeError crosses back intact
+
+
+def test_a_dead_worker_costs_one_retryable_refusal_then_a_new_pool_serves(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server({"receiver": {"workers": 1}})
+    pool = server.server._pool
+    assert pool is not None and len(pool.pids) == 1
+    os.kill(pool.pids[0], signal.SIGKILL)
+    payload = ExportTraceServiceRequest.FromString((FIXTURES / "openai-v2-0.pb").read_bytes())
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Export(payload, timeout=60)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "a pipeline worker died" in caught.value.details()
+        stub.Export(payload, timeout=60)  # the exporter's retry
+    assert server.scalar("SELECT count() FROM requests") == 1
+    assert len(pool.pids) == 1
 
 
 def test_stored_attributes_are_those_no_column_holds(server: RunningServer) -> None:
