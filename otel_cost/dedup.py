@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -156,13 +155,21 @@ class RecentSpans:
             if link is not None and link[0]:
                 children[link[0]] = (key[16:], link[1])
 
-    def settle(self, keys: Iterable[bytes], stored: bool) -> None:
-        """The export's write finished: keep its keys (stored) or forget them (failed, will be retried)."""
+    def settle(self, keys: list[bytes], links: list[Link | None], stored: bool) -> None:
+        """The export's write finished: keep its keys (stored) or forget them (failed, will be retried),
+        so a call that never reached the store can neither drop its retry nor make another call a
+        duplicate of it."""
         for key in keys:
             self._pending.pop(key, None)
-            if not stored:
-                self._current.pop(key, None)
-                self._previous.pop(key, None)
+        if stored:
+            return
+        for key, link in zip(keys, links, strict=True):
+            self._current.pop(key, None)
+            self._previous.pop(key, None)
+            if link is not None and link[0]:
+                for children in (self._children, self._previous_children):
+                    if children.get(link[0], (b"",))[0] == key[16:]:
+                        del children[link[0]]
 
     def remember(self, key: bytes, link: Link | None) -> None:
         if len(self._current) >= self._generation_size:

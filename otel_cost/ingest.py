@@ -44,11 +44,11 @@ class Ingestor:
         waits = admitted.waits
         if admitted.rows:
             write = self.writer.submit(admitted.data, admitted.rows)
-            keys = admitted.keys
-            recent.claim(keys, admitted.links, write)
+            keys, links = admitted.keys, admitted.links
+            recent.claim(keys, links, write)
             # Settled whoever is still waiting: a client that gave up must not leave keys pending.
             write.add_done_callback(
-                lambda done: recent.settle(keys, stored=not done.cancelled() and done.exception() is None)
+                lambda done: recent.settle(keys, links, stored=not done.cancelled() and done.exception() is None)
             )
             waits.append(write)
         if waits:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import grpc
+import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from .helpers import RunningServer, chat_attributes, make_request, make_span
@@ -94,6 +95,21 @@ def test_nested_instrumentation_across_exports_in_either_order(server: RunningSe
             [second_inner.span_id.hex(), second_outer.span_id.hex()],
         ]
     )
+
+
+def test_a_call_whose_write_failed_makes_no_other_call_a_duplicate(server: RunningServer) -> None:
+    assert server.server.store is not None
+    store = server.server.store
+    outer, inner = nested_pair()
+    store.execute("RENAME TABLE requests TO requests_away")
+    try:
+        with pytest.raises(grpc.RpcError):
+            export(server, make_request([inner]))  # the SDK's span never reaches the store
+    finally:
+        store.execute("RENAME TABLE requests_away TO requests")
+    export(server, make_request([outer]))  # and its client gave up: the outer span must be billed
+    assert billed(server) == ONE_CALL
+    assert server.query("SELECT span_id, billable FROM requests").rows == [[outer.span_id.hex(), 1]]
 
 
 def test_application_retries_are_separate_calls_and_all_billed(server: RunningServer) -> None:
