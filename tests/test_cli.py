@@ -30,6 +30,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serve_command(store: Path, grpc: str = "", http: str = "", api: str = "") -> list[str]:
+    """`otel-cost serve` on a store, every listener on loopback (a free port unless given)."""
+    return [
+        OTEL_COST,
+        "serve",
+        "--store",
+        f"chdb:{store}",
+        "--grpc-endpoint",
+        grpc or f"127.0.0.1:{free_port()}",
+        "--http-endpoint",
+        http or f"127.0.0.1:{free_port()}",
+        "--api-endpoint",
+        api or f"127.0.0.1:{free_port()}",
+    ]
+
+
 def test_top_level_help_lists_every_command() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
@@ -116,18 +132,7 @@ def test_serve_with_an_invalid_config_names_file_line_and_key(tmp_path: Path) ->
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
     ports = {"grpc": free_port(), "http": free_port(), "api": free_port()}
     process = subprocess.Popen(
-        [
-            OTEL_COST,
-            "serve",
-            "--store",
-            f"chdb:{tmp_path}/data",
-            "--grpc-endpoint",
-            f"127.0.0.1:{ports['grpc']}",
-            "--http-endpoint",
-            f"127.0.0.1:{ports['http']}",
-            "--api-endpoint",
-            f"127.0.0.1:{ports['api']}",
-        ],
+        serve_command(tmp_path / "data", *(f"127.0.0.1:{ports[name]}" for name in ("grpc", "http", "api"))),
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
@@ -191,18 +196,7 @@ def test_a_busy_port_is_a_one_line_error(tmp_path: Path, endpoint: str, what: st
         addresses = {name: f"127.0.0.1:{free_port()}" for name in ("grpc", "http", "api")}
         addresses[endpoint] = f"127.0.0.1:{port}"
         result = subprocess.run(
-            [
-                OTEL_COST,
-                "serve",
-                "--store",
-                f"chdb:{tmp_path}/data",
-                "--grpc-endpoint",
-                addresses["grpc"],
-                "--http-endpoint",
-                addresses["http"],
-                "--api-endpoint",
-                addresses["api"],
-            ],
+            serve_command(tmp_path / "data", addresses["grpc"], addresses["http"], addresses["api"]),
             capture_output=True,
             text=True,
             timeout=60,
@@ -220,18 +214,7 @@ def test_a_second_server_on_the_same_store_is_refused(
     served: tuple[subprocess.Popen[str], dict[str, int]], tmp_path: Path
 ) -> None:
     result = subprocess.run(
-        [
-            OTEL_COST,
-            "serve",
-            "--store",
-            f"chdb:{tmp_path}/data",
-            "--grpc-endpoint",
-            f"127.0.0.1:{free_port()}",
-            "--http-endpoint",
-            f"127.0.0.1:{free_port()}",
-            "--api-endpoint",
-            f"127.0.0.1:{free_port()}",
-        ],
+        serve_command(tmp_path / "data"),
         capture_output=True,
         text=True,
         timeout=60,
