@@ -29,10 +29,19 @@ class Ingestor:
         self.recent = recent
         self.writer = writer
         self.metrics = metrics
+        self._processing = 0  # exports in the pipeline: rows that may still join the pending insert
 
     async def consume(self, body: bytes, kind: str) -> ProcessedExport:
         """Process and store one export (protobuf or JSON bytes). Raises OtelCostError to refuse it."""
-        processed = await self.pool.process(body, kind)
+        self._processing += 1
+        try:
+            processed = await self.pool.process(body, kind)
+        except BaseException:
+            self._processing -= 1
+            if not self._processing:
+                self.writer.flush_pending()
+            raise
+        self._processing -= 1
         metrics = self.metrics
         metrics.spans_received.inc(processed.spans)
         if processed.rejected:
@@ -51,6 +60,8 @@ class Ingestor:
                 lambda done: recent.settle(keys, links, stored=not done.cancelled() and done.exception() is None)
             )
             waits.append(write)
+        if not self._processing:
+            self.writer.flush_pending()  # no export is on its way to join the insert: do not wait for the timer
         if waits:
             await asyncio.shield(asyncio.gather(*waits))
         if admitted.rows:

@@ -62,6 +62,16 @@ def test_real_exporter_spans_are_priced_and_stored(server: RunningServer) -> Non
     assert rows == [["search", "search-api", "gpt-4o-mini", "0.00021"]] * 3
 
 
+def test_a_lone_export_is_not_held_back_by_the_batching_delay(make_server: Callable[..., RunningServer]) -> None:
+    # Nothing else is on its way to share the insert, so waiting for the 10 s timer would only delay the ack.
+    server = make_server({"store": {"flush_interval_millis": 10_000}})
+    exporter = OTLPSpanExporter(endpoint=server.grpc_target, insecure=True, timeout=30)
+    started = time.monotonic()
+    assert send_with_sdk(exporter, calls=2) == [SpanExportResult.SUCCESS] * 2
+    assert time.monotonic() - started < 10  # two exports, each would have waited 10 s
+    assert server.scalar("SELECT count() FROM requests") == 2
+
+
 def test_invalid_spans_are_counted_in_partial_success_and_the_rest_stored(server: RunningServer) -> None:
     good = make_span(chat_attributes())
     negative = make_span(chat_attributes(**{"gen_ai.usage.input_tokens": -5}))
