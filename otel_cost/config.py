@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,6 +25,8 @@ from .store.url import DEFAULT_STORE_URL, parse_store_url
 __all__ = [
     "APIConfig",
     "Config",
+    "PriceOverride",
+    "PricingConfig",
     "ReceiverConfig",
     "StoreConfig",
     "TLSConfig",
@@ -130,10 +134,96 @@ class StoreConfig(_Section):
         return self
 
 
+#: Absolute prices an override may set, in genai-prices' units: USD per million tokens, per thousand requests.
+PRICE_KEYS = (
+    "input_mtok",
+    "cache_read_mtok",
+    "cache_write_mtok",
+    "cache_write_1h_mtok",
+    "output_mtok",
+    "output_reasoning_mtok",
+    "requests_kcount",
+)
+
+
+class PriceOverride(_Section):
+    """One dated price rule. Its kind follows from its keys: `deployment` (an alias: a private deployment
+    or inference-profile name priced as `provider`/`model`, or at `prices`), `model` (negotiated prices or
+    a multiplier for one model), or only `provider` (a provider-wide multiplier)."""
+
+    name: str = Field(min_length=1, description="identity recorded in price_version; never reuse one")
+    deployment: str | None = Field(None, min_length=1)
+    provider: str | None = Field(None, min_length=1)
+    model: str | None = Field(None, min_length=1)
+    multiplier: Decimal | None = Field(None, gt=0, le=100)
+    prices: dict[str, Decimal] | None = None
+    service_tier: str | None = Field(None, min_length=1, description="variant: only calls on this tier")
+    processing: Literal["batch"] | None = Field(None, description="variant: only batch calls")
+    effective_from: date | None = None
+    effective_until: date | None = Field(None, description="first day it no longer applies")
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: dict[str, Decimal] | None) -> dict[str, Decimal] | None:
+        if value is None:
+            return None
+        unknown = sorted(set(value) - set(PRICE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown price key(s) {', '.join(unknown)}; known: {', '.join(PRICE_KEYS)}")
+        if not value:
+            raise ValueError("must name at least one price")
+        for key, amount in value.items():
+            if not amount.is_finite() or amount < 0:
+                raise ValueError(f"{key} must be a non-negative amount (got {amount})")
+        return value
+
+    @model_validator(mode="after")
+    def _kind(self) -> PriceOverride:
+        if self.multiplier is not None and self.prices is not None:
+            raise ValueError("set multiplier or prices, not both")
+        if self.deployment is not None:
+            if self.model is None and self.prices is None:
+                raise ValueError("a deployment alias needs the model it serves, or prices")
+            if self.multiplier is not None:
+                raise ValueError("a deployment alias takes prices, not a multiplier (add a model override)")
+        elif self.model is not None:
+            if self.multiplier is None and self.prices is None:
+                raise ValueError("a model override needs a multiplier or prices")
+        elif self.provider is not None:
+            if self.multiplier is None:
+                raise ValueError("a provider-wide override needs a multiplier")
+            if self.prices is not None:
+                raise ValueError("prices belong to a model: add model")
+        else:
+            raise ValueError("an override needs deployment, model or provider")
+        if self.effective_from and self.effective_until and self.effective_until <= self.effective_from:
+            raise ValueError("effective_until must be after effective_from")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "deployment" if self.deployment else "model" if self.model else "provider"
+
+
+class PricingConfig(_Section):
+    overrides: list[PriceOverride] = Field(default_factory=list)
+
+    @field_validator("overrides")
+    @classmethod
+    def _unique(cls, value: list[PriceOverride]) -> list[PriceOverride]:
+        seen: set[str] = set()
+        for override in value:
+            if override.name in seen:
+                raise ValueError(f"override name {override.name!r} is used twice (it identifies prices in rows)")
+            seen.add(override.name)
+        return value
+
+
 class Config(_Section):
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     api: APIConfig = Field(default_factory=APIConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
 
 
 def _substitute(node: Any, path: str, environ: Mapping[str, str]) -> Any:
@@ -248,6 +338,19 @@ def load_config(
     document = _merge(document, _env_overrides(environ))
     document = _merge(document, overrides or {})
     try:
-        return Config.model_validate(document)
+        config = Config.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source, root)) from None
+    if config.pricing.overrides:
+        from .pricing.overrides import check_overrides  # the catalog loads only when overrides need it
+
+        problems = check_overrides(config.pricing.overrides)
+        if problems:
+            lines = []
+            for index, key, message in problems:
+                location = ("pricing", "overrides", index, key) if key else ("pricing", "overrides", index)
+                line = _line_of(root, location)
+                where = f"{source}:{line}: " if line else f"{source}: " if source else ""
+                lines.append(f"{where}pricing.overrides.{index}{'.' + key if key else ''}: {message}")
+            raise ConfigError("\n".join(lines))
+    return config

@@ -40,6 +40,7 @@ class Call:
         "operation",
         "output_tokens",
         "parent_span_id",
+        "processing",
         "provider",
         "reasoning_tokens",
         "request_model",
@@ -77,6 +78,7 @@ class Call:
         self.status: str = "ok"
         self.error_type: str = ""
         self.service_tier: str = ""
+        self.processing: str = ""  # "batch" for a call served by a batch API (its own, usually halved, prices)
         self.emitter: str = ""
         self.emitter_cost: str = ""
         self.conversation_id: str = ""

@@ -138,6 +138,7 @@ class Pipeline:
                         call.response_model,
                         priced.priced_model,
                         call.service_tier,
+                        call.processing,
                         str(call.input_tokens),
                         str(call.cache_read_tokens),
                         str(call.cache_write_tokens),

@@ -13,10 +13,12 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from .attribution import Attributor
+from .config import PriceOverride
 from .errors import OverloadedError
 from .pipeline import Pipeline, ProcessedExport
 from .pricing import PriceBook
@@ -32,29 +34,32 @@ _exports = 0
 _COLLECT_EVERY = 64
 
 
-def _initialize() -> None:
+def _initialize(overrides: Sequence[PriceOverride] = ()) -> None:
     global _pipeline
-    _pipeline = Pipeline(PriceBook(), Attributor())
+    _pipeline = Pipeline(PriceBook(overrides), Attributor())
 
 
-def _worker_initialize() -> None:
+def _worker_initialize(overrides: Sequence[PriceOverride] = ()) -> None:
     """In a worker process: the pipeline allocates ~30 short-lived containers per span and no cycles,
     while the price catalog is hundreds of thousands of long-lived objects. Python's automatic
     collections would rescan them over and over (measured: a quarter of the worker's time), so the
     worker freezes what exists after start-up and collects on its own schedule instead."""
-    _initialize()
+    _initialize(overrides)
     gc.freeze()
     gc.disable()
 
 
-def process_payload(body: bytes, kind: str) -> ProcessedExport:
-    """Decode one export (protobuf or JSON) and run the pipeline over it. Raises DecodeError."""
+def process_payload(body: bytes, kind: str, pipeline: Pipeline | None = None) -> ProcessedExport:
+    """Decode one export (protobuf or JSON) and run the pipeline over it (this process's, unless
+    given). Raises DecodeError."""
     global _exports
-    if _pipeline is None:
-        _initialize()
-    assert _pipeline is not None
+    if pipeline is None:
+        if _pipeline is None:
+            _initialize()
+        pipeline = _pipeline
+    assert pipeline is not None
     try:
-        return _pipeline.process(decode_request(body, kind))
+        return pipeline.process(decode_request(body, kind))
     finally:
         _exports += 1
         if not gc.isenabled() and _exports % _COLLECT_EVERY == 0:
@@ -62,13 +67,14 @@ def process_payload(body: bytes, kind: str) -> ProcessedExport:
 
 
 def _warm_up() -> None:
-    if _pipeline is None:
-        _worker_initialize()
+    assert _pipeline is not None  # the pool's initializer built it
 
 
 class PipelinePool:
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, overrides: Sequence[PriceOverride] = ()) -> None:
         self.workers = workers
+        self.overrides = list(overrides)
+        self._inline: Pipeline | None = None  # workers == 0: this pool's own pipeline, in the event loop
         self._executor: ProcessPoolExecutor | None = None
         self.pids: list[int] = []
         if workers:
@@ -76,13 +82,16 @@ class PipelinePool:
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_initialize
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_initialize,
+            initargs=(self.overrides,),
         )
 
     async def start(self) -> None:
         """Start every worker now (imports and price catalog), not on the first export."""
         if self._executor is None:
-            _initialize()
+            self._inline = Pipeline(PriceBook(self.overrides), Attributor())
             return
         loop = asyncio.get_running_loop()
         # The pool starts its processes on the first submissions; warm-ups make them import now.
@@ -96,7 +105,9 @@ class PipelinePool:
 
     async def process(self, body: bytes, kind: str) -> ProcessedExport:
         if self._executor is None:
-            return process_payload(body, kind)
+            if self._inline is None:
+                self._inline = Pipeline(PriceBook(self.overrides), Attributor())
+            return process_payload(body, kind, self._inline)
         executor = self._executor
         try:
             processed = await asyncio.get_running_loop().run_in_executor(executor, process_payload, body, kind)

@@ -8,13 +8,15 @@ its tokens are stored, and it is counted as unpriced.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from genai_prices.types import TimeOfDateConstraint
 
+from ..config import PriceOverride
 from ..model import Call, Priced
 from .catalog import CATALOG_VERSION, CatalogEntry, find_model, pricing_provider_id, request_time
-from .ratecard import RateCard, build_rate_card
+from .overrides import Rule, compile_rules
+from .ratecard import RateCard, build_rate_card, fixed_rate_card
 
 __all__ = ["PriceBook"]
 
@@ -37,12 +39,19 @@ class _Unpriced:
 class _TimeOfDayCard:
     """Cards for a model whose price depends on the time of day (deepseek off-peak)."""
 
-    __slots__ = ("_by_window", "context", "entry", "price_version")
+    __slots__ = ("_by_window", "_finish", "context", "entry", "price_version")
 
-    def __init__(self, entry: CatalogEntry, context: Mapping[str, str] | None, price_version: str) -> None:
+    def __init__(
+        self,
+        entry: CatalogEntry,
+        context: Mapping[str, str] | None,
+        price_version: str,
+        finish: Callable[[RateCard], RateCard],
+    ) -> None:
         self.entry = entry
         self.context = context
         self.price_version = price_version
+        self._finish = finish  # applies the overrides to each window's catalog card
         self._by_window: dict[tuple[bool, ...], RateCard] = {}
 
     def card_for(self, call: Call) -> RateCard:
@@ -55,7 +64,7 @@ class _TimeOfDayCard:
         )
         card = self._by_window.get(window)
         if card is None:
-            card = build_rate_card(self.entry, when, self.context, self.price_version)
+            card = self._finish(build_rate_card(self.entry, when, self.context, self.price_version))
             self._by_window[window] = card
         return card
 
@@ -67,11 +76,23 @@ _Card = RateCard | _TimeOfDayCard | _Unpriced
 
 
 class PriceBook:
-    """Prices calls from the bundled catalog. Not thread-safe: use one per worker."""
+    """Prices calls from the bundled catalog and the configured overrides. Not thread-safe: use one
+    per worker.
 
-    def __init__(self) -> None:
+    Resolution for a call (at its request time, in its price variant): a deployment alias renames what
+    is priced (or prices it outright); then the first model override that matches, else the first
+    provider-wide override, adjusts the catalog's card; a model the catalog does not know is priced only
+    by a model override with prices of its own (self-hosted models). `price_version` names the catalog
+    and every override that shaped the price.
+    """
+
+    def __init__(self, overrides: Sequence[PriceOverride] = ()) -> None:
         self.version = CATALOG_VERSION
-        self._cards: dict[tuple[str, str, str, str, int], _Card] = {}
+        self.rules = compile_rules(overrides)
+        self._aliases = [rule for rule in self.rules if rule.kind == "deployment"]
+        self._model_rules = [rule for rule in self.rules if rule.kind == "model"]
+        self._provider_rules = [rule for rule in self.rules if rule.kind == "provider"]
+        self._cards: dict[tuple[str, str, str, str, str, int], _Card] = {}
         self._no_usage = Priced(0, False, "", self.version, "no usage reported")
         self._failed_without_usage = Priced(0, True, "", self.version, "")
 
@@ -84,6 +105,7 @@ class PriceBook:
             call.response_model,
             call.request_model,
             call.service_tier,
+            call.processing,
             call.start_ns // _NS_PER_DAY,
         )
         card = self._cards.get(key)
@@ -102,6 +124,7 @@ class PriceBook:
             call.response_model,
             call.request_model,
             call.service_tier,
+            call.processing,
             call.start_ns // _NS_PER_DAY,
         )
         card = self._cards.get(key)
@@ -110,11 +133,33 @@ class PriceBook:
         return card if isinstance(card, RateCard) else None
 
     def _resolve(self, call: Call) -> _Card:
+        at = call.start_ns
+        names = [model for model in (call.response_model, call.request_model) if model]
+        lowered = {name.lower() for name in names}
+        provider = call.provider
+        applied: list[Rule] = []
+        alias = next(
+            (
+                rule
+                for rule in self._aliases
+                if rule.deployment in lowered and rule.active(at) and rule.fits_variant(call)
+            ),
+            None,
+        )
+        if alias is not None:
+            applied.append(alias)
+            if not alias.model:
+                assert alias.prices is not None  # config validation: an alias has a model or prices
+                return fixed_rate_card(alias.deployment, alias.prices, alias.identity, self._version(applied))
+            provider = alias.provider or provider
+            names = [alias.model]
+            lowered = {alias.model}
+
         try:
-            provider_id = pricing_provider_id(call.provider)
+            provider_id = pricing_provider_id(provider)
         except LookupError as exc:
-            return _Unpriced(str(exc), self.version)
-        models = [model for model in (call.response_model, call.request_model) if model]
+            return self._self_hosted(call, lowered, applied) or _Unpriced(str(exc), self.version)
+        models = list(names)
         # SDK-style refs such as "models/gemini-2.5-pro" or "openai/gpt-4o": the catalog name comes last.
         models += [model.rsplit("/", 1)[1] for model in models if "/" in model]
         if not models:
@@ -127,13 +172,75 @@ class PriceBook:
             except LookupError:
                 continue
         if entry is None:
-            where = f" for provider {call.provider!r}" if call.provider else ""
+            found = self._self_hosted(call, lowered, applied)
+            if found is not None:
+                return found
+            where = f" for provider {provider!r}" if provider else ""
             return _Unpriced(f"model {models[0]!r} is not in the price catalog{where}", self.version)
-        context = {"service_tier": call.service_tier} if call.service_tier else None
+
+        catalog_model = entry.model.id.lower()
+        rule = next(
+            (
+                rule
+                for rule in self._model_rules
+                if (rule.model == catalog_model or rule.model in lowered)
+                and rule.active(at)
+                and rule.fits_variant(call)
+                and rule.fits_provider(call.provider, provider, entry.provider.id)
+            ),
+            None,
+        )
+        if rule is None and not (alias is not None and alias.prices):
+            rule = next(
+                (
+                    rule
+                    for rule in self._provider_rules
+                    if rule.active(at)
+                    and rule.fits_variant(call)
+                    and rule.fits_provider(call.provider, provider, entry.provider.id)
+                ),
+                None,
+            )
+        if alias is not None and alias.prices:
+            rule = None  # the deployment's own prices are final
+        adjustments = [rule for rule in (alias, rule) if rule is not None and (rule.prices or rule.multiplier)]
+        if rule is not None:
+            applied.append(rule)
+        version = self._version(applied)
+
+        def finish(card: RateCard) -> RateCard:
+            for adjustment in adjustments:
+                if adjustment.prices:
+                    card = card.with_prices(adjustment.prices, adjustment.identity, version)
+                elif adjustment.multiplier is not None:
+                    card = card.with_multiplier(adjustment.multiplier, adjustment.identity, version)
+            return card
+
+        context: dict[str, str] = {}
+        if call.service_tier:
+            context["service_tier"] = call.service_tier
+        if call.processing:
+            context["processing"] = call.processing
         try:
             if entry.time_varying:
-                return _TimeOfDayCard(entry, context, self.version)
-            return build_rate_card(entry, request_time(call), context, self.version)
+                return _TimeOfDayCard(entry, context or None, version, finish)
+            return finish(build_rate_card(entry, request_time(call), context or None, version))
         except ValueError as exc:
             logger.warning("price data for %s/%s is unusable: %s", entry.provider.id, entry.model.id, exc)
             return _Unpriced(f"price data for {entry.model.id!r} is unusable: {exc}", self.version)
+
+    def _self_hosted(self, call: Call, lowered: set[str], applied: list[Rule]) -> RateCard | None:
+        """A model the catalog does not know, priced by a model override with prices of its own."""
+        for rule in self._model_rules:
+            if (
+                rule.prices
+                and rule.model in lowered
+                and rule.active(call.start_ns)
+                and rule.fits_variant(call)
+                and rule.fits_provider(call.provider)
+            ):
+                return fixed_rate_card(rule.model, rule.prices, rule.identity, self._version([*applied, rule]))
+        return None
+
+    def _version(self, applied: Sequence[Rule]) -> str:
+        return self.version + "".join(f"+{rule.identity}" for rule in applied)

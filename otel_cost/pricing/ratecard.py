@@ -16,7 +16,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Context, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 from genai_prices import Usage
 from genai_prices.types import TieredPrices
@@ -24,7 +24,7 @@ from genai_prices.types import TieredPrices
 from ..model import COST_SCALE, Call, Priced, units_to_decimal
 from .catalog import CatalogEntry, usage_for
 
-__all__ = ["CLASSES", "RateCard", "build_rate_card"]
+__all__ = ["CLASSES", "PRICE_CLASSES", "RateCard", "build_rate_card", "fixed_rate_card"]
 
 _EXACT = Context(prec=80)
 _new_priced = tuple.__new__
@@ -39,31 +39,100 @@ class RateCard:
     __slots__ = (
         "_entry",
         "_flat",
+        "_multiplier",
         "_segments",
         "_thresholds",
         "_when",
         "context",
         "model_id",
         "price_version",
+        "sources",
     )
 
     def __init__(
         self,
-        entry: CatalogEntry,
-        when: datetime,
+        entry: CatalogEntry | None,
+        when: datetime | None,
         context: Mapping[str, str] | None,
         price_version: str,
         thresholds: list[int],
         segments: list[tuple[int, ...]] | None,
+        *,
+        model_id: str = "",
+        sources: tuple[str, ...] = (),
+        multiplier: Decimal | None = None,
     ) -> None:
         self._entry = entry
         self._when = when
         self.context = context
-        self.model_id: str = entry.model.id
+        self.model_id: str = model_id or (entry.model.id if entry is not None else "")
         self.price_version = price_version
         self._thresholds = thresholds
         self._segments = segments
         self._flat = segments[0] if segments and not thresholds else None
+        #: Per class (CLASSES order): where its price came from, for `otel-cost prices show`.
+        self.sources = sources or (self._catalog_source(),) * len(CLASSES)
+        self._multiplier = multiplier  # applied on the slow path (the fast path has it in the segments)
+
+    def _catalog_source(self) -> str:
+        if self._entry is None:
+            return ""
+        variant = "".join(f" {key}={value}" for key, value in (self.context or {}).items())
+        return f"catalog {self._entry.provider.id}/{self._entry.model.id}{variant}"
+
+    @property
+    def thresholds(self) -> list[int]:
+        return list(self._thresholds)
+
+    def with_multiplier(self, multiplier: Decimal, identity: str, price_version: str) -> RateCard:
+        """The same card with every price times `multiplier` (after tier and variant selection).
+        Exact where the product is a whole number of 10^-24 USD per token (any multiplier with up to
+        six decimals on catalog prices); otherwise rounded half-even to that unit."""
+        segments = None
+        if self._segments is not None:
+            segments = [tuple(_scale(units, multiplier) for units in segment) for segment in self._segments]
+        label = format(multiplier.normalize(), "f")
+        return RateCard(
+            self._entry,
+            self._when,
+            self.context,
+            price_version,
+            self._thresholds,
+            segments,
+            model_id=self.model_id,
+            sources=tuple(f"{source} x {label} (override {identity})" for source in self.sources),
+            multiplier=(self._multiplier or Decimal(1)) * multiplier,
+        )
+
+    def with_prices(self, prices: Mapping[str, Decimal], identity: str, price_version: str) -> RateCard:
+        """The same card with some classes at fixed prices (every tier segment alike), e.g. a negotiated
+        output price. Classes not named keep the catalog's price; reasoning follows a new output price."""
+        if self._segments is None:
+            raise ValueError("this model's catalog prices cannot be combined with fixed prices")
+        fixed = _fixed_units(prices)
+        if "output" in fixed and "reasoning" not in fixed:
+            fixed["reasoning"] = fixed["output"]
+        positions = {name: index for index, name in enumerate(CLASSES)}
+        segments = []
+        for segment in self._segments:
+            values = list(segment)
+            for name, units in fixed.items():
+                values[positions[name]] = units
+            segments.append(tuple(values))
+        sources = tuple(
+            f"override {identity}" if name in fixed else source
+            for name, source in zip(CLASSES, self.sources, strict=True)
+        )
+        return RateCard(
+            self._entry,
+            self._when,
+            self.context,
+            price_version,
+            self._thresholds,
+            segments,
+            model_id=self.model_id,
+            sources=sources,
+        )
 
     @property
     def exact(self) -> bool:
@@ -98,6 +167,8 @@ class RateCard:
         return _new_priced(Priced, (units, True, self.model_id, self.price_version, ""))  # type: ignore[arg-type]
 
     def _price_slowly(self, call: Call) -> Priced:
+        if self._entry is None or self._when is None:  # pragma: no cover - fixed cards always have segments
+            return Priced(0, False, "", self.price_version, "no price data")
         try:
             total = self._entry.model.calc_price(
                 usage_for(call),
@@ -107,8 +178,63 @@ class RateCard:
             ).total_price
         except ValueError as exc:
             return Priced(0, False, "", self.price_version, f"genai-prices cannot price this usage: {exc}")
-        units = int(total.scaleb(COST_SCALE, _EXACT).to_integral_value())
+        if self._multiplier is not None:
+            total = total * self._multiplier
+        units = int(total.scaleb(COST_SCALE, _EXACT).to_integral_value(ROUND_HALF_EVEN))
         return Priced(units, True, self.model_id, self.price_version, "")
+
+
+def _scale(units: int, multiplier: Decimal) -> int:
+    return int((units * multiplier).to_integral_value(ROUND_HALF_EVEN))
+
+
+#: config price key -> (rate-card class, how many tokens or requests the price is for)
+PRICE_CLASSES: dict[str, tuple[str, int]] = {
+    "input_mtok": ("input", 1_000_000),
+    "cache_read_mtok": ("cache_read", 1_000_000),
+    "cache_write_mtok": ("cache_write", 1_000_000),
+    "cache_write_1h_mtok": ("cache_write_1h", 1_000_000),
+    "output_mtok": ("output", 1_000_000),
+    "output_reasoning_mtok": ("reasoning", 1_000_000),
+    "requests_kcount": ("per_request", 1_000),
+}
+
+
+def _fixed_units(prices: Mapping[str, Decimal]) -> dict[str, int]:
+    """Config prices (USD per million tokens, per thousand requests) -> {class: 10^-24 USD per token}."""
+    units: dict[str, int] = {}
+    for key, amount in prices.items():
+        name, per = PRICE_CLASSES[key]
+        exact = (amount / per).scaleb(COST_SCALE, _EXACT)
+        rounded = exact.to_integral_value(ROUND_HALF_EVEN)
+        units[name] = int(rounded)
+    return units
+
+
+def fixed_rate_card(model_id: str, prices: Mapping[str, Decimal], identity: str, price_version: str) -> RateCard:
+    """A card from prices in config alone (a self-hosted model, or a deployment with its own prices).
+    Flat: no long-context tiers. Cache reads and writes not priced cost what input costs; 1-hour writes
+    what writes cost; reasoning what output costs."""
+    fixed = _fixed_units(prices)
+    given = set(fixed)
+    fixed.setdefault("input", 0)
+    fixed.setdefault("cache_read", fixed["input"])
+    fixed.setdefault("cache_write", fixed["input"])
+    fixed.setdefault("cache_write_1h", fixed["cache_write"])
+    fixed.setdefault("output", 0)
+    fixed.setdefault("reasoning", fixed["output"])
+    fixed.setdefault("per_request", 0)
+    source = f"override {identity}"
+    return RateCard(
+        None,
+        None,
+        None,
+        price_version,
+        [],
+        [tuple(fixed[name] for name in CLASSES)],
+        model_id=model_id,
+        sources=tuple(source if name in given else f"{source} (default)" for name in CLASSES),
+    )
 
 
 def _tier_starts(entry: CatalogEntry, when: datetime, context: Mapping[str, str] | None) -> list[int]:

@@ -189,9 +189,15 @@ def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: in
     elif call.billable and call.status == "ok":
         flags.append("usage_missing")
 
-    key = source("response_service_tier") or source("request_service_tier")
+    key = source("response_service_tier") or source("request_service_tier")  # what served wins
     if key:
-        call.service_tier = _text(attrs[key]).lower()
+        tier = _text(attrs[key]).lower()
+        if tier == "batch":
+            call.processing = "batch"
+        else:
+            call.service_tier = tier
+    if "batch_id" in plan:
+        call.processing = "batch"
     key = source("emitter_cost")
     if key:
         call.emitter_cost = _text(attrs[key])[:40]
@@ -201,7 +207,21 @@ def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: in
     key = source("response_id")
     if key:
         call.response_id = _text(attrs[key])
+    if request_model and _floating(request_model, response_model):
+        flags.append("floating_alias")
     return call
+
+
+def _floating(requested: str, served: str) -> bool:
+    """A request for a model name that moves (`*-latest`, `chat-latest`, `llama3:latest`, or any alias
+    the provider answered with a different snapshot): priced by what served, flagged for the review."""
+    requested = requested.lower()
+    if requested.endswith("latest"):
+        return True
+    if not served:
+        return False
+    served = served.lower()
+    return served != requested and served.rsplit("/", 1)[-1] != requested.rsplit("/", 1)[-1]
 
 
 def _anthropic_like(call: Call) -> bool:

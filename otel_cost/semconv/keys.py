@@ -108,11 +108,17 @@ FIELD_SOURCES: dict[str, tuple[str, ...]] = {
         "gen_ai.request.service_tier",
         "openai.request.service_tier",
     ),
+    # No semantic convention names batch processing yet (2026-11). A call that carries the id of the batch
+    # job it ran in (`gen_ai.batch.id`, as OpenAI batch instrumentations in Go and Java set it) was
+    # served by a batch API; so was one whose service tier says "batch" (see `extract`).
+    "batch_id": ("gen_ai.batch.id",),
     "emitter_cost": (
         "gen_ai.usage.cost",  # OpenLIT (often 0 when its own price lookup failed)
         "operation.cost",  # logfire
         "gen_ai.cost.total_cost",  # LiteLLM
+        "gen_ai.cost.total",
         "llm.cost.total",  # OpenInference
+        "gen_ai.usage.cost_usd",
     ),
     "error_type": ("error.type",),
     "conversation_id": ("gen_ai.conversation.id", "session.id"),
@@ -127,8 +133,8 @@ INDEX: dict[str, tuple[str, int]] = {
 }
 
 #: Attributes whose values end up in typed columns (usage, models, provider, operation, ...): the
-#: stored `attributes` map leaves them out.
-TYPED_KEYS = frozenset(INDEX)
+#: stored `attributes` map leaves them out. The batch id stays: `processing` only says "batch".
+TYPED_KEYS = frozenset(name for name, (field, _) in INDEX.items() if field != "batch_id")
 
 #: Operations that are one call to a model: billable.
 INFERENCE_OPERATIONS = frozenset(

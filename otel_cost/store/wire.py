@@ -44,6 +44,7 @@ INGEST_COLUMNS = (
     "response_model",
     "priced_model",
     "service_tier",
+    "processing",
     "input_tokens",
     "cache_read_tokens",
     "cache_write_tokens",

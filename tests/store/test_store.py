@@ -46,7 +46,13 @@ def batch(lines: list[str]) -> bytes:
 
 def test_migrations_are_recorded_and_idempotent(store: Store) -> None:
     names = [name for name, _ in migrations()]
-    assert names == ["000_schema_migrations.sql", "001_requests.sql", "002_spend_rollups.sql", "003_ingest.sql"]
+    assert names == [
+        "000_schema_migrations.sql",
+        "001_requests.sql",
+        "002_spend_rollups.sql",
+        "003_ingest.sql",
+        "004_processing.sql",
+    ]
     assert store.migrate() == []
     assert [r[0] for r in store.query("SELECT name FROM schema_migrations ORDER BY name").rows] == names
     tables = {r[0] for r in store.query("SELECT name FROM system.tables WHERE database = currentDatabase()").rows}
