@@ -93,3 +93,56 @@ def test_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.yaml", environ={})
     assert caught.value.message == f"{tmp_path / 'absent.yaml'}: cannot read config file: No such file or directory"
+
+
+GOOD_OVERRIDE = "  - name: contract\n    provider: anthropic\n    model: claude-sonnet-4-5\n    multiplier: '0.8'\n"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            "  - name: x\n    provider: openai\n    model: gpt-4o\n    multiplier: '0.9'\n    discount: 5\n",
+            "{path}:7: pricing.overrides.0.discount: unknown key 'discount' in 'pricing.overrides.0'",
+        ),
+        (
+            "  - name: x\n    model: gpt-4o\n",
+            "{path}:3: pricing.overrides.0: a model override needs a multiplier or prices",
+        ),
+        (
+            "  - name: x\n    provider: openai\n    model: gpt-4o\n    prices: {input_mtokens: '1'}\n",
+            "{path}:6: pricing.overrides.0.prices: unknown price key(s) input_mtokens",
+        ),
+        (
+            "  - name: x\n    provider: openai\n    model: gpt-4o-typo\n    multiplier: '0.9'\n",
+            "{path}:5: pricing.overrides.0.model: model 'gpt-4o-typo' is not in the price catalog for provider "
+            "'openai': add prices to price it",
+        ),
+        (
+            "  - name: x\n    provider: nowhere-ai\n    multiplier: '0.9'\n",
+            "{path}:4: pricing.overrides.0.provider: provider 'nowhere-ai' is not in the price catalog",
+        ),
+        (
+            GOOD_OVERRIDE + "    effective_until: 2026-12-31\n"
+            "  - name: contract-v2\n    provider: anthropic\n    model: claude-sonnet-4-5\n    multiplier: '0.75'\n"
+            "    effective_from: 2026-12-15\n",
+            "{path}:12: pricing.overrides.1.effective_from: 'contract-v2' overlaps 'contract' (override #0)",
+        ),
+        (GOOD_OVERRIDE + GOOD_OVERRIDE, "{path}:2: pricing.overrides: override name 'contract' is used twice"),
+    ],
+)
+def test_price_override_errors_name_their_line(tmp_path: Path, overrides: str, expected: str) -> None:
+    path = write(tmp_path, "pricing:\n  overrides:\n" + overrides)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.message.startswith(expected.format(path=path)), caught.value.message
+
+
+def test_a_correction_is_a_new_entry_after_the_old_one(tmp_path: Path) -> None:
+    text = (
+        "pricing:\n  overrides:\n" + GOOD_OVERRIDE + "    effective_until: 2026-12-15\n"
+        "  - name: contract-v2\n    provider: anthropic\n    model: claude-sonnet-4-5\n    multiplier: '0.75'\n"
+        "    effective_from: 2026-12-15\n"
+    )
+    config = load_config(write(tmp_path, text), environ={})
+    assert [override.name for override in config.pricing.overrides] == ["contract", "contract-v2"]
