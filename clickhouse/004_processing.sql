@@ -1,7 +1,11 @@
 -- Price book: a call served by a batch API says so in `processing` (empty, or batch), beside its service
--- tier; both pick the price variant. The ingest wire format gains the column (before `flags`, which with
+-- tier; both pick the price variant. Audio tokens (parts of input and output) get their own columns. The ingest wire format gains the column (before `flags`, which with
 -- `billable` and `duplicate_of` stays last), so the Null table and its view are replaced.
 ALTER TABLE requests ADD COLUMN IF NOT EXISTS processing LowCardinality(String) AFTER service_tier;
+
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS input_audio_tokens UInt64 AFTER reasoning_tokens;
+
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS output_audio_tokens UInt64 AFTER input_audio_tokens;
 
 DROP TABLE IF EXISTS requests_ingest_mv;
 
@@ -33,6 +37,8 @@ CREATE TABLE IF NOT EXISTS requests_ingest
     cache_write_1h_tokens UInt64,
     output_tokens UInt64,
     reasoning_tokens UInt64,
+    input_audio_tokens UInt64,
+    output_audio_tokens UInt64,
     cost_units String,
     price_version String,
     priced UInt8,
@@ -60,6 +66,7 @@ SELECT
     trace_id, span_id, parent_span_id, service_name, environment, cost_center, team, feature, agent, owner_source,
     provider, operation, request_model, response_model, priced_model, service_tier, processing,
     input_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens,
+    input_audio_tokens, output_audio_tokens,
     toDecimal128(concat(cost_units, 'e-24'), 24) AS cost,
     price_version, priced, unpriced_reason, billable, duplicate_of, status, error_type, duration_ns,
     emitter, emitter_cost,

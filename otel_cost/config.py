@@ -143,6 +143,8 @@ PRICE_KEYS = (
     "output_mtok",
     "output_reasoning_mtok",
     "requests_kcount",
+    "input_audio_mtok",
+    "output_audio_mtok",
 )
 
 

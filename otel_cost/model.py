@@ -21,7 +21,8 @@ class Call:
     Token counts follow one convention whatever the emitter: `input_tokens` is uncached input only;
     `cache_read_tokens` and `cache_write_tokens` are the other two parts of the prompt (so the
     whole prompt is their sum); `cache_write_1h_tokens` is the part of the cache writes made with a
-    one-hour TTL; `output_tokens` includes `reasoning_tokens`.
+    one-hour TTL; `output_tokens` includes `reasoning_tokens`. Audio counts are parts of the uncached
+    input and of the non-reasoning output (priced at a model's audio rates where it has them).
     """
 
     __slots__ = (
@@ -36,8 +37,10 @@ class Call:
         "emitter_cost",
         "error_type",
         "flags",
+        "input_audio_tokens",
         "input_tokens",
         "operation",
+        "output_audio_tokens",
         "output_tokens",
         "parent_span_id",
         "processing",
@@ -72,6 +75,8 @@ class Call:
         self.cache_write_1h_tokens: int = 0
         self.output_tokens: int = 0
         self.reasoning_tokens: int = 0
+        self.input_audio_tokens: int = 0  # part of input_tokens (uncached) that was audio
+        self.output_audio_tokens: int = 0  # part of output_tokens (not reasoning) that was audio
         self.usage_reported: bool = False
         self.billable: bool = True
         self.duplicate_of: bytes = b""  # span id of the call this one repeats (nested instrumentation)

@@ -145,6 +145,8 @@ class Pipeline:
                         str(call.cache_write_1h_tokens),
                         str(call.output_tokens),
                         str(call.reasoning_tokens),
+                        str(call.input_audio_tokens),
+                        str(call.output_audio_tokens),
                         str(priced.cost_units),
                         priced.price_version,
                         "1" if priced.priced else "0",

@@ -58,7 +58,8 @@ def send(
 def stored(server: RunningServer, span_id: str) -> dict[str, Any]:
     result = server.query(
         "SELECT toString(cost) AS cost, priced, priced_model, price_version, service_tier, processing, flags, "
-        f"emitter_cost, team FROM requests WHERE span_id = '{span_id}'"
+        "emitter_cost, team, toString(input_audio_tokens) AS input_audio, "
+        f"toString(output_audio_tokens) AS output_audio FROM requests WHERE span_id = '{span_id}'"
     )
     assert len(result.rows) == 1, result.rows
     row = result.dicts()[0]
@@ -191,3 +192,19 @@ def test_a_floating_alias_is_flagged_and_priced_by_what_served(server: RunningSe
     assert "floating_alias" in row["flags"]
     assert row["priced_model"] == "gpt-4o-mini"
     assert row["cost"] == (1_000 * Decimal("0.15") + 100 * Decimal("0.60")) / MTOK
+
+
+def test_audio_tokens_at_the_audio_rates(server: RunningServer) -> None:
+    # gpt-audio: text input 2.50, output 10; audio input 32, output 64. logfire reports the modality split.
+    attributes = chat(
+        "openai",
+        "gpt-audio",
+        1_000,
+        200,
+        **{"gen_ai.usage.details.input_audio_tokens": 400, "gen_ai.usage.details.output_audio_tokens": 150},
+    )
+    row = stored(server, send(server, attributes, scope="pydantic-ai", version="1.0.0"))
+    text = 600 * Decimal("2.50") + 50 * Decimal(10)
+    audio = 400 * Decimal(32) + 150 * Decimal(64)
+    assert row["cost"] == (text + audio) / MTOK
+    assert (row["input_audio"], row["output_audio"]) == ("400", "150")

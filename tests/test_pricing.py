@@ -47,6 +47,8 @@ def make_call(
     cache_write_1h: int = 0,
     output: int = 0,
     reasoning: int = 0,
+    input_audio: int = 0,
+    output_audio: int = 0,
     tier: str = "",
     start_ns: int = NOV_30,
     usage: bool = True,
@@ -62,6 +64,8 @@ def make_call(
     call.cache_write_1h_tokens = cache_write_1h
     call.output_tokens = output
     call.reasoning_tokens = reasoning
+    call.input_audio_tokens = input_audio
+    call.output_audio_tokens = output_audio
     call.service_tier = tier
     call.start_ns = start_ns
     call.timestamp_ns = start_ns + NS
@@ -318,6 +322,9 @@ def random_call(rng: random.Random, target: Target) -> Call:
     output = rng.choice([0, rng.randint(1, 500), rng.randint(500, 64_000)])
     reasoning = rng.randint(0, output) if output and rng.random() < 0.4 else 0
     response_model = rng.choice([target.model, target.model, "", "unlisted-model-zz9"])
+    uncached = prompt - cache_read - cache_write
+    input_audio = rng.randint(0, uncached) if uncached and rng.random() < 0.15 else 0
+    output_audio = rng.randint(0, output - reasoning) if output > reasoning and rng.random() < 0.15 else 0
     return make_call(
         target.provider,
         target.model,
@@ -328,6 +335,8 @@ def random_call(rng: random.Random, target: Target) -> Call:
         cache_write_1h=cache_write_1h,
         output=output,
         reasoning=reasoning,
+        input_audio=input_audio,
+        output_audio=output_audio,
         tier=rng.choice(SERVICE_TIERS),
         start_ns=random_start(rng, target),
     )

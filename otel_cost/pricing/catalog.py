@@ -100,6 +100,19 @@ def usage_for(call: Call) -> Usage:
         values["cache_write_1h_tokens"] = call.cache_write_1h_tokens
     if call.reasoning_tokens:
         values["output_reasoning_tokens"] = call.reasoning_tokens
+    # Our audio counts are uncached input and non-reasoning output: the overlaps genai-prices asks about are 0.
+    if call.input_audio_tokens:
+        values["input_audio_tokens"] = call.input_audio_tokens
+        if call.cache_read_tokens:
+            values["cache_audio_read_tokens"] = 0
+        if call.cache_write_tokens:
+            values["cache_audio_write_tokens"] = 0
+            if call.cache_write_1h_tokens:
+                values["cache_audio_write_1h_tokens"] = 0
+    if call.output_audio_tokens:
+        values["output_audio_tokens"] = call.output_audio_tokens
+        if call.reasoning_tokens:
+            values["output_audio_reasoning_tokens"] = 0
     return Usage(**values)
 
 

@@ -30,7 +30,17 @@ _EXACT = Context(prec=80)
 _new_priced = tuple.__new__
 
 #: Token classes in the order of a segment's coefficients.
-CLASSES = ("input", "cache_read", "cache_write", "cache_write_1h", "output", "reasoning", "per_request")
+CLASSES = (
+    "input",
+    "cache_read",
+    "cache_write",
+    "cache_write_1h",
+    "output",
+    "reasoning",
+    "per_request",
+    "input_audio",
+    "output_audio",
+)
 
 
 class RateCard:
@@ -112,6 +122,10 @@ class RateCard:
         fixed = _fixed_units(prices)
         if "output" in fixed and "reasoning" not in fixed:
             fixed["reasoning"] = fixed["output"]
+        if "output" in fixed and "output_audio" not in fixed:
+            fixed["output_audio"] = fixed["output"]
+        if "input" in fixed and "input_audio" not in fixed:
+            fixed["input_audio"] = fixed["input"]
         positions = {name: index for index, name in enumerate(CLASSES)}
         segments = []
         for segment in self._segments:
@@ -154,11 +168,13 @@ class RateCard:
                 return self._price_slowly(call)
             prompt = call.input_tokens + call.cache_read_tokens + call.cache_write_tokens
             segment = self._segments[bisect_left(self._thresholds, prompt)]
-        c_in, c_read, c_write, c_write_1h, c_out, c_reason, c_request = segment
+        c_in, c_read, c_write, c_write_1h, c_out, c_reason, c_request, c_in_audio, c_out_audio = segment
         reasoning = call.reasoning_tokens
         units = c_in * call.input_tokens + c_out * (call.output_tokens - reasoning) + c_request
         if reasoning:
             units += c_reason * reasoning
+        if call.input_audio_tokens or call.output_audio_tokens:
+            units += (c_in_audio - c_in) * call.input_audio_tokens + (c_out_audio - c_out) * call.output_audio_tokens
         if call.cache_read_tokens:
             units += c_read * call.cache_read_tokens
         if call.cache_write_tokens:
@@ -197,6 +213,8 @@ PRICE_CLASSES: dict[str, tuple[str, int]] = {
     "output_mtok": ("output", 1_000_000),
     "output_reasoning_mtok": ("reasoning", 1_000_000),
     "requests_kcount": ("per_request", 1_000),
+    "input_audio_mtok": ("input_audio", 1_000_000),
+    "output_audio_mtok": ("output_audio", 1_000_000),
 }
 
 
@@ -224,6 +242,8 @@ def fixed_rate_card(model_id: str, prices: Mapping[str, Decimal], identity: str,
     fixed.setdefault("output", 0)
     fixed.setdefault("reasoning", fixed["output"])
     fixed.setdefault("per_request", 0)
+    fixed.setdefault("input_audio", fixed["input"])
+    fixed.setdefault("output_audio", fixed["output"])
     source = f"override {identity}"
     return RateCard(
         None,
@@ -280,11 +300,15 @@ def build_rate_card(
                 total(input_tokens=prompt, output_tokens=1) - base,
                 total(input_tokens=prompt, output_tokens=1, output_reasoning_tokens=1) - base,
             )
+            audio = (
+                total(input_tokens=prompt + 1, input_audio_tokens=1) - base,
+                total(input_tokens=prompt, output_tokens=1, output_audio_tokens=1) - base,
+            )
         except ValueError:
             # Some token class is not priceable for this model: let genai-prices judge each call.
             return RateCard(entry, when, context, price_version, thresholds, None)
         per_request = base - prompt * per_token[0]
-        units = [_to_units(amount) for amount in (*per_token, per_request)]
+        units = [_to_units(amount) for amount in (*per_token, per_request, *audio)]
         if any(unit is None for unit in units):
             return RateCard(entry, when, context, price_version, thresholds, None)
         segments.append(tuple(unit for unit in units if unit is not None))

@@ -34,7 +34,17 @@ __all__ = ["MAX_TOKENS", "InvalidSpanError", "extract"]
 MAX_TOKENS = 1_000_000_000
 
 _ALL_KEYS = frozenset(INDEX)
-_USAGE_FIELDS = ("input", "output", "total", "cache_read", "cache_write", "cache_write_1h", "reasoning")
+_USAGE_FIELDS = (
+    "input",
+    "output",
+    "total",
+    "cache_read",
+    "cache_write",
+    "cache_write_1h",
+    "reasoning",
+    "input_audio",
+    "output_audio",
+)
 _MIN_NS = 946_684_800_000_000_000  # 2000-01-01
 _MAX_NS = 7_258_118_400_000_000_000  # 2200-01-01
 _STATUS_ERROR = 2
@@ -283,5 +293,17 @@ def _normalize_usage(
     call.cache_read_tokens = cache_read
     call.cache_write_tokens = cache_write
     call.cache_write_1h_tokens = cache_write_1h
+    if "input_audio" in counts or "output_audio" in counts:
+        input_audio = counts.get("input_audio", 0)
+        output_audio = counts.get("output_audio", 0)
+        # Audio is a part of the prompt's uncached input and of the answer's non-reasoning output.
+        if input_audio > uncached:
+            flags.append("input_audio_exceeds_input")
+            input_audio = uncached
+        if output_audio > output - reasoning:
+            flags.append("output_audio_exceeds_output")
+            output_audio = output - reasoning
+        call.input_audio_tokens = input_audio
+        call.output_audio_tokens = output_audio
     call.output_tokens = output
     call.reasoning_tokens = reasoning

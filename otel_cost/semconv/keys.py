@@ -70,6 +70,17 @@ FIELD_SOURCES: dict[str, tuple[str, ...]] = {
         "ai.usage.outputTokenDetails.reasoningTokens",
         "llm.token_count.completion_details.reasoning",
     ),
+    # Per-modality counts: audio is priced apart by realtime and audio models.
+    "input_audio": (
+        "gen_ai.usage.details.input_audio_tokens",  # pydantic-ai / logfire
+        "gen_ai.usage.prompt_tokens_details.audio_tokens",
+        "llm.token_count.prompt_details.audio",  # OpenInference
+    ),
+    "output_audio": (
+        "gen_ai.usage.details.output_audio_tokens",
+        "gen_ai.usage.completion_tokens_details.audio_tokens",
+        "llm.token_count.completion_details.audio",
+    ),
     "request_model": (
         "gen_ai.request.model",
         "ai.model.id",

@@ -51,6 +51,8 @@ INGEST_COLUMNS = (
     "cache_write_1h_tokens",
     "output_tokens",
     "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
     "cost_units",
     "price_version",
     "priced",

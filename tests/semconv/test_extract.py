@@ -124,6 +124,18 @@ PROBES: dict[str, Probe] = {
         lambda c: (c.output_tokens, c.reasoning_tokens, usage_flags(c)),
         (5000, 1000, []),
     ),
+    "input_audio": Probe(
+        {"gen_ai.usage.input_tokens": 5000},
+        lambda rank: 1000 + rank,
+        lambda c: (c.input_tokens, c.input_audio_tokens),
+        (5000, 1000),
+    ),
+    "output_audio": Probe(
+        {"gen_ai.usage.output_tokens": 5000},
+        lambda rank: 1000 + rank,
+        lambda c: (c.output_tokens, c.output_audio_tokens),
+        (5000, 1000),
+    ),
     "request_model": Probe(
         {"gen_ai.usage.input_tokens": 10}, lambda rank: f"model-{rank}", lambda c: c.request_model, "model-0"
     ),
@@ -202,6 +214,21 @@ def test_response_service_tier_wins_over_the_request() -> None:
     call = call_from(chat_attributes(**{"gen_ai.openai.request.service_tier": "priority"}))
     assert call.service_tier == "priority"
     assert call_from(chat_attributes()).service_tier == ""
+
+
+def test_audio_counts_are_parts_of_input_and_output_and_capped_with_a_flag() -> None:
+    call = call_from(
+        chat_attributes(
+            **{
+                "gen_ai.usage.details.input_audio_tokens": 5000,
+                "gen_ai.usage.details.output_audio_tokens": 250,
+                "gen_ai.usage.reasoning_tokens": 100,
+            }
+        )
+    )
+    assert (call.input_tokens, call.input_audio_tokens) == (1200, 1200)
+    assert (call.output_tokens, call.output_audio_tokens) == (300, 200)
+    assert usage_flags(call) == ["input_audio_exceeds_input", "output_audio_exceeds_output"]
 
 
 def test_batch_processing_is_read_from_the_batch_id_or_a_batch_tier() -> None:
