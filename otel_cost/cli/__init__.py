@@ -9,6 +9,7 @@ import click
 
 from .. import __version__
 from .demo import demo
+from .prices import prices
 from .serve import serve
 from .sql import sql
 
@@ -47,6 +48,7 @@ def cli(log_level: str) -> None:
 cli.add_command(serve)
 cli.add_command(sql)
 cli.add_command(demo)
+cli.add_command(prices)
 
 
 def main() -> None:

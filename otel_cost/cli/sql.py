@@ -7,8 +7,9 @@ import io
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -17,34 +18,46 @@ from ..errors import OtelCostError, QueryError, StoreError
 from ..store import QueryResult, open_store, parse_store_url
 from .options import format_option, friendly_errors
 
-__all__ = ["render", "sql"]
+__all__ = ["query_options", "render", "run_query", "sql"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def query_options(func: F) -> F:
+    """`--api`, `--store`, `--token`, `--config`: where a read-only query goes (see `run_query`)."""
+    # Applied innermost first: click lists options in the order a decorator stack would read.
+    func = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="OTEL_COST_CONFIG",
+        help="Config file to take the API address and store URL from.",
+    )(func)
+    func = click.option(
+        "--token",
+        envvar="OTEL_COST_API_TOKEN",
+        help="Bearer token for the API, if it requires one.",
+    )(func)
+    func = click.option(
+        "--store",
+        "store_url",
+        metavar="URL",
+        envvar="OTEL_COST_STORE_URL",
+        help="The store to open when no server answers (default chdb:./otel-cost-data).",
+    )(func)
+    return click.option(
+        "--api",
+        "api_url",
+        metavar="URL",
+        envvar="OTEL_COST_API_URL",
+        help="A running server's API (default: from --config, else http://localhost:8318).",
+    )(func)
 
 
 @click.command()
 @click.argument("query")
 @format_option
-@click.option(
-    "--api",
-    "api_url",
-    metavar="URL",
-    envvar="OTEL_COST_API_URL",
-    help="A running server's API (default: from --config, else http://localhost:8318).",
-)
-@click.option(
-    "--store",
-    "store_url",
-    metavar="URL",
-    envvar="OTEL_COST_STORE_URL",
-    help="The store to open when no server answers (default chdb:./otel-cost-data).",
-)
-@click.option("--token", envvar="OTEL_COST_API_TOKEN", help="Bearer token for the API, if it requires one.")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="OTEL_COST_CONFIG",
-    help="Config file to take the API address and store URL from.",
-)
+@query_options
 @friendly_errors
 def sql(
     query: str,
@@ -66,6 +79,25 @@ def sql(
       otel-cost sql "SELECT priced_model, count() FROM requests GROUP BY 1" --format csv
       otel-cost sql "SELECT * FROM spend_hour ORDER BY hour DESC LIMIT 5" --format json
     """
+    answer = run_query(query, fmt, api_url=api_url, store_url=store_url, token=token, config_path=config_path)
+    click.echo(answer, nl=not answer.endswith("\n"))
+
+
+def run_query(
+    query: str,
+    fmt: str,
+    *,
+    api_url: str | None = None,
+    store_url: str | None = None,
+    token: str | None = None,
+    config_path: Path | None = None,
+) -> str:
+    """A read-only query's result rendered in `fmt` (table, json or csv).
+
+    While `otel-cost serve` runs it owns the embedded store (chDB allows one process), so the query
+    goes through its API; when no server answers, the store is opened directly. Which one answered is
+    said on stderr, so the caller's stdout stays the result alone.
+    """
     config = load_config(config_path, overrides={"store": {"url": store_url}} if store_url else None)
     if api_url is None:
         host, port = parse_endpoint(config.api.endpoint)
@@ -73,11 +105,10 @@ def sql(
     answer = _via_api(api_url, query, fmt, token)
     if answer is not None:
         click.echo(f"(answered by the server at {api_url})", err=True)
-    else:
-        url = config.store.url
-        click.echo(f"(no server at {api_url}; opened {parse_store_url(url).redacted()} directly)", err=True)
-        answer = _direct(url, query, fmt)
-    click.echo(answer, nl=not answer.endswith("\n"))
+        return answer
+    url = config.store.url
+    click.echo(f"(no server at {api_url}; opened {parse_store_url(url).redacted()} directly)", err=True)
+    return _direct(url, query, fmt)
 
 
 def _via_api(api_url: str, query: str, fmt: str, token: str | None) -> str | None:
