@@ -161,8 +161,8 @@ def _render_card(document: dict[str, Any]) -> str:
         limits = ", ".join(f"{tier['above_prompt_tokens']:,}" for tier in tiers[1:])
         lines += [
             "",
-            f"Long context: past {limits} prompt tokens (uncached input plus cache reads and writes), every "
-            "token of the request is charged at that tier's rates.",
+            f"Long context: past {limits} prompt tokens (uncached input plus cache reads and writes),",
+            "every token of the request is charged at that tier's rates.",
         ]
     return "\n".join(lines)
 
@@ -193,10 +193,10 @@ def show(
     config_path: Path | None,
     fmt: str,
 ) -> None:
-    """Show the prices a call to MODEL is charged, with where each number comes from.
+    """Show MODEL's prices on a day, and where each number comes from.
 
     Prices are per million tokens (per thousand requests for the per-request fee), exact. A model
-    with long-context tiers shows one block per tier; an override shows its multiplier or price and
+    with long-context tiers has a set of rows per tier; an override shows its multiplier or price and
     its identity (as recorded in every row's price_version).
 
     \b
@@ -318,12 +318,14 @@ def drift(
     token: str | None,
     config_path: Path | None,
 ) -> None:
-    """Compare the cost emitters claim (e.g. OpenLIT's gen_ai.usage.cost) with ours.
+    """Find where an emitter's own cost claim disagrees with our price.
 
-    Per emitter, provider and priced model, over the calls whose span carried a numeric cost claim:
-    how many disagree, our total, theirs, and the difference (theirs minus ours), all exact. Only
-    groups with a disagreeing call are listed. A claim of 0 usually means the emitter's own price
-    lookup failed. Like `otel-cost sql`, it asks a running server, else opens the store.
+    Emitters such as OpenLIT (gen_ai.usage.cost), LiteLLM and OpenInference put their own cost on
+    the span; it is stored as they sent it (emitter_cost). Per emitter, provider and priced model,
+    over the calls whose span carried a numeric cost claim: how many disagree, our total, theirs,
+    and the difference (theirs minus ours), all exact. Only groups with a disagreeing call are
+    listed. A claim of 0 usually means the emitter's own price lookup failed. Like `otel-cost sql`,
+    it asks a running server, else opens the store.
 
     \b
     Examples:
@@ -456,7 +458,7 @@ def _line_number(problem: str) -> int:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @friendly_errors
 def check(file: Path) -> None:
-    """Validate a config file's price overrides, naming the line of every problem.
+    """Check the price overrides in a config file, line by line.
 
     Unknown keys, bad values, overrides whose dates overlap another's for the same target, and
     overrides that can match nothing (a model or provider the catalog does not know, with no prices
