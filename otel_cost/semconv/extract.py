@@ -217,9 +217,19 @@ def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: in
     key = source("response_id")
     if key:
         call.response_id = _text(attrs[key])
-    if request_model and _floating(request_model, response_model):
-        flags.append("floating_alias")
+    if request_model:
+        floating = _floating_seen.get((request_model, response_model))
+        if floating is None:
+            floating = _floating(request_model, response_model)
+            if len(_floating_seen) >= _PLAN_LIMIT:
+                _floating_seen.clear()
+            _floating_seen[(request_model, response_model)] = floating
+        if floating:
+            flags.append("floating_alias")
     return call
+
+
+_floating_seen: dict[tuple[str, str], bool] = {}  # (requested, served) pairs repeat across spans
 
 
 def _floating(requested: str, served: str) -> bool:
