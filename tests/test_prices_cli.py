@@ -119,6 +119,26 @@ def test_show_a_multiplier_override_from_its_effective_day_on(tmp_path: Path) ->
     assert f"price_version  {CATALOG_VERSION}+{identity}" in table.output
 
 
+def test_show_a_deployment_alias_as_the_model_it_serves(tmp_path: Path) -> None:
+    config = tmp_path / "otel-cost.yaml"
+    config.write_text(
+        "pricing:\n"
+        "  overrides:\n"
+        "    - name: azure-prod-gpt4o\n"
+        "      deployment: my-gpt4o-prod\n"
+        "      provider: openai\n"
+        "      model: gpt-4o\n"
+    )
+    identity = Rule(load_config(config).pricing.overrides[0]).identity
+    result = prices("show", "my-gpt4o-prod", "--provider", "azure", "--at", "2026-11-30", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "model          my-gpt4o-prod (priced as gpt-4o)" in result.output
+    assert f"price_version  {CATALOG_VERSION}+{identity}" in result.output
+    assert ["any", "input", "2.5", "1M tokens", "catalog openai/gpt-4o"] in table_rows(result.output)
+    # Without the config, nothing knows the deployment name.
+    assert prices("show", "my-gpt4o-prod", "--provider", "azure", "--at", "2026-11-30").exit_code == 1
+
+
 def test_show_long_context_tiers() -> None:
     result = prices("show", "gemini-2.5-pro", "--provider", "gcp.gemini", "--at", "2026-11-30")
     assert result.exit_code == 0, result.output
@@ -193,6 +213,13 @@ def test_unpriced_lists_models_no_price_covers(server: RunningServer, store_url:
             "unpriced_reason": "provider 'vllm' is not in the price catalog",
         }
     ]
+
+    as_csv = prices("unpriced", "--api", server.api_url, "--format", "csv")
+    assert as_csv.stdout.splitlines()[0] == (
+        '"provider","model","calls","input_tokens","cache_tokens","output_tokens","first_seen","last_seen",'
+        '"teams","services","unpriced_reason"'
+    )
+    assert as_csv.stdout.splitlines()[1].startswith('"vllm","llama-3.3-70b",3,3600,0,900,')
 
     # From a day on, straight from the store when no server answers.
     api = closed_api()
