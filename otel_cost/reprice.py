@@ -40,7 +40,16 @@ from .model import COST_SCALE, Call
 from .pricing import PriceBook
 from .store.base import Store
 
-__all__ = ["ChangeGroup", "RepriceBusyError", "RepriceResult", "parse_when", "reprice"]
+__all__ = [
+    "ChangeGroup",
+    "RepriceBusyError",
+    "RepriceIncompleteError",
+    "RepriceResult",
+    "parse_when",
+    "reprice",
+    "text_units",
+    "units_text",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +57,8 @@ logger = logging.getLogger(__name__)
 CHUNK_ROWS = 50_000
 #: Changes sent to the pending table per statement.
 _INSERT_ROWS = 20_000
-#: A pending table this old, whose mutation is no longer running, belongs to a run that died.
+#: On a ClickHouse server another process may be mid-run: its pending table is left alone this long.
+#: (An embedded store has one process, whose lock excludes a second run: any pending table is a dead run's.)
 _ABANDONED_AFTER = timedelta(hours=1)
 #: `spend_minute` keeps 14 days (its TTL): older buckets get no corrections (they are being dropped).
 _MINUTE_TTL = "INTERVAL 14 DAY"
@@ -71,6 +81,12 @@ _ROLLUP_TOKENS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "ou
 
 class RepriceBusyError(OtelCostError):
     """Another re-pricing run is in progress in this process."""
+
+
+class RepriceIncompleteError(OtelCostError):
+    """Rows were re-priced but the rollups not yet corrected; the next run completes it."""
+
+    retryable = True
 
 
 @dataclass
@@ -535,7 +551,14 @@ class _Run:
             # A mutation left queued would go on changing rows after we settled the rollups.
             _kill_mutation(store, self.database, pending)
         # Settled from what the mutation actually did, whether it finished or not.
-        applied, delta_units = _settle(store, self.database, pending, result.run_id, self.since_ns, self.until_ns)
+        try:
+            applied, delta_units = _settle(store, self.database, pending, result.run_id, self.since_ns, self.until_ns)
+        except OtelCostError as exc:
+            # Not recorded, so the pending table marks the run as unsettled: the next run completes it.
+            raise RepriceIncompleteError(
+                f"re-pricing run {result.run_id} updated rows but could not correct the rollups ({exc.message}); "
+                "run `otel-cost reprice` again to complete the corrections"
+            ) from exc
         if applied != len(changes) or error is not None:
             result.status = "failed" if error is not None else "ok"
             result.message = f"{applied} of {len(changes)} changed rows were updated" + (
@@ -649,13 +672,14 @@ def _settle_abandoned(store: Store, database: str) -> list[str]:
         return []
     settled = []
     now = datetime.now(UTC)
+    embedded = store.url.startswith("chdb:")
     for name, comment, modified in rows:
         run_id = name.removeprefix(_PENDING_PREFIX)
         # A run records itself only after settling the rollups: recorded means only the drop was missed.
         if int(store.query(f"SELECT count() FROM reprice_runs WHERE run_id = {_quote(run_id)}").scalar()):
             store.execute(f"DROP TABLE IF EXISTS {database}.{name}")
             continue
-        if now - datetime.fromtimestamp(int(modified), UTC) < _ABANDONED_AFTER:
+        if not embedded and now - datetime.fromtimestamp(int(modified), UTC) < _ABANDONED_AFTER:
             continue  # perhaps another process's run, still going
         running = int(
             store.query(

@@ -154,7 +154,7 @@ class Server:
         await self._grpc.start()
 
         http_app = otlp_http_app(ingestor.consume, ingest_tokens, max_bytes, self._on_refusal)
-        api = api_app(store, self.metrics, BearerTokens(config.api.read_tokens), lambda: self._ready)
+        api = api_app(store, self.metrics, BearerTokens(config.api.read_tokens), lambda: self._ready, config=config)
         tls_options: dict[str, Any] = {}
         if tls is not None:
             tls_options = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}

@@ -1,4 +1,4 @@
-"""The API on port 8318: health, readiness, read-only SQL, Prometheus metrics, OpenAPI.
+"""The API on port 8318: health, readiness, read-only SQL, re-pricing, Prometheus metrics, OpenAPI.
 
 Every error has one JSON shape: `{"error": {"status": 400, "code": "bad_request", "message": "..."}}`.
 """
@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..config import Config
 from ..errors import OtelCostError, QueryError, UnauthenticatedError
 from ..metrics import Metrics
+from ..pricing import PriceBook
 from ..receiver.auth import BearerTokens
+from ..reprice import RepriceBusyError, RepriceResult, parse_when, reprice
 from ..store.base import Store
 from .openapi import OPENAPI
 
@@ -29,12 +32,14 @@ _CODES = {
     401: "unauthenticated",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
     500: "internal",
     503: "unavailable",
 }
 _MAX_SQL_BYTES = 1024 * 1024
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -44,9 +49,24 @@ def error_response(status: int, message: str) -> JSONResponse:
     )
 
 
-def api_app(store: Store, metrics: Metrics, read_tokens: BearerTokens, ready: Callable[[], bool]) -> Starlette:
+def api_app(
+    store: Store,
+    metrics: Metrics,
+    read_tokens: BearerTokens,
+    ready: Callable[[], bool],
+    *,
+    config: Config | None = None,
+) -> Starlette:
+    """The API app. `config` (the server's own) enables `POST /v1/reprice`: it prices with the server's
+    price overrides and is guarded by `api.admin_tokens` (by `api.read_tokens` when no admin token is
+    set, so a server that guards its reads never leaves writes open)."""
+
     def authorize(request: Request) -> None:
         read_tokens.check(request.headers.get("authorization"))
+
+    admin_tokens = read_tokens
+    if config is not None and config.api.admin_tokens:
+        admin_tokens = BearerTokens(config.api.admin_tokens)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -60,7 +80,7 @@ def api_app(store: Store, metrics: Metrics, read_tokens: BearerTokens, ready: Ca
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(OPENAPI)
+        return JSONResponse({**OPENAPI, "paths": {**OPENAPI["paths"], "/v1/reprice": REPRICE_OPENAPI}})
 
     async def sql(request: Request) -> Response:
         try:
@@ -97,6 +117,51 @@ def api_app(store: Store, metrics: Metrics, read_tokens: BearerTokens, ready: Ca
             {"columns": [{"name": name, "type": kind} for name, kind in result.columns], "rows": result.rows}
         )
 
+    async def reprice_endpoint(request: Request) -> Response:
+        try:
+            admin_tokens.check(request.headers.get("authorization"))
+        except UnauthenticatedError as exc:
+            return error_response(401, exc.message)
+        if config is None:
+            return error_response(503, "re-pricing is not available: this API was started without its price book")
+        body = await request.body()
+        if len(body) > _MAX_SQL_BYTES:
+            return error_response(413, f"request body over {_MAX_SQL_BYTES} bytes")
+        try:
+            document: Any = json.loads(body or b"{}")
+        except ValueError:
+            document = None
+        if not isinstance(document, dict) or not isinstance(document.get("since"), str):
+            return error_response(
+                400, 'body must be JSON: {"since": "YYYY-MM-DD", "until": "YYYY-MM-DD", "dry_run": true}'
+            )
+        try:
+            since = parse_when(document["since"])
+            until_text = document.get("until")
+            until = parse_when(until_text) if isinstance(until_text, str) and until_text else None
+            if until is not None and since >= until:
+                raise ValueError(f"since ({document['since']}) must be before until ({until_text})")
+        except ValueError as exc:
+            return error_response(400, str(exc))
+        dry_run = document.get("dry_run") is True
+        overrides = config.pricing.overrides
+
+        def run(progress: Callable[[int, int], None] | None) -> RepriceResult:
+            # A price book is not thread-safe: each run has its own, from the server's own overrides.
+            return reprice(store, PriceBook(overrides), since, until, dry_run=dry_run, progress=progress)
+
+        if document.get("progress") is not True:
+            try:
+                result = await asyncio.to_thread(run, None)
+            except RepriceBusyError as exc:
+                return error_response(409, exc.message)
+            except QueryError as exc:
+                return error_response(400, exc.message)
+            except OtelCostError as exc:
+                return error_response(503, exc.message)
+            return JSONResponse(result.to_dict())
+        return StreamingResponse(_progress_lines(run), media_type="application/x-ndjson")
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return error_response(exc.status_code, str(exc.detail))
@@ -108,6 +173,76 @@ def api_app(store: Store, metrics: Metrics, read_tokens: BearerTokens, ready: Ca
             Route("/metrics", metrics_endpoint),
             Route("/openapi.json", openapi),
             Route("/v1/sql", sql, methods=["POST"]),
+            Route("/v1/reprice", reprice_endpoint, methods=["POST"]),
         ],
         exception_handlers={HTTPException: http_error},
     )
+
+
+async def _progress_lines(run: Callable[[Callable[[int, int], None] | None], RepriceResult]) -> AsyncIterator[bytes]:
+    """A long run as NDJSON: `{"progress": {"rows_examined": n, "rows_total": m}}` lines while it reads,
+    then one `{"result": {...}}` or `{"error": {...}}` (the status line went out before the run ended)."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+
+    def progress(done: int, total: int) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, (done, total))
+
+    task = asyncio.ensure_future(asyncio.to_thread(run, progress))
+    while not task.done() or not events.empty():
+        waiter = asyncio.ensure_future(events.get())
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            continue
+        done, total = waiter.result()
+        yield (json.dumps({"progress": {"rows_examined": done, "rows_total": total}}) + "\n").encode()
+    try:
+        result = task.result()
+    except OtelCostError as exc:
+        status = 409 if isinstance(exc, RepriceBusyError) else 400 if isinstance(exc, QueryError) else 503
+        error = {"status": status, "code": _CODES.get(status, "error"), "message": exc.message}
+        yield (json.dumps({"error": error}) + "\n").encode()
+        return
+    yield (json.dumps({"result": result.to_dict()}) + "\n").encode()
+
+
+REPRICE_OPENAPI: dict[str, Any] = {
+    "post": {
+        "summary": "Re-price stored calls with the server's current price book (used by `otel-cost reprice`)",
+        "security": [{"bearer": []}],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["since"],
+                        "properties": {
+                            "since": {"type": "string", "example": "2026-11-01", "description": "inclusive, UTC"},
+                            "until": {"type": "string", "example": "2026-12-01", "description": "exclusive; now"},
+                            "dry_run": {"type": "boolean", "default": False},
+                            "progress": {
+                                "type": "boolean",
+                                "default": False,
+                                "description": "stream NDJSON progress lines, then the result",
+                            },
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "the run: rows examined and changed, billable totals before and after (exact strings)",
+                "content": {"application/json": {"schema": {"type": "object"}}, "application/x-ndjson": {}},
+            },
+            "400": {"description": "invalid dates", "content": {"application/json": {"schema": _ERROR_REF}}},
+            "401": {
+                "description": "missing or wrong admin token",
+                "content": {"application/json": {"schema": _ERROR_REF}},
+            },
+            "409": {"description": "a run is in progress", "content": {"application/json": {"schema": _ERROR_REF}}},
+        },
+    }
+}

@@ -10,6 +10,7 @@ import click
 from .. import __version__
 from .demo import demo
 from .prices import prices
+from .reprice import reprice_command
 from .serve import serve
 from .sql import sql
 
@@ -49,6 +50,7 @@ cli.add_command(serve)
 cli.add_command(sql)
 cli.add_command(demo)
 cli.add_command(prices)
+cli.add_command(reprice_command)
 
 
 def main() -> None:

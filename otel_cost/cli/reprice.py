@@ -1,0 +1,235 @@
+"""`otel-cost reprice`: re-price stored calls with the current price book, through the running server's
+API (its own price book) or straight on the store (the --config's overrides)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import load_config, parse_endpoint
+from ..errors import OtelCostError, QueryError, StoreError
+from ..pricing import PriceBook
+from ..reprice import CHUNK_ROWS, RepriceResult, parse_when, reprice, units_text
+from ..store import open_store, parse_store_url
+from .options import friendly_errors
+
+__all__ = ["render_result", "reprice_command"]
+
+#: A whole run may take a while on a large range; the API answers when it is done.
+_API_TIMEOUT_SECONDS = 6 * 3600
+
+
+def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_when(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+class _Progress:
+    """Progress on stderr, for runs longer than one chunk, at most every two seconds."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if total <= CHUNK_ROWS or (now - self._last < 2 and done < total):
+            return
+        self._last = now
+        click.echo(f"re-pricing: {done:,} of {total:,} rows examined ({done * 100 // max(total, 1)}%)", err=True)
+
+
+@click.command("reprice")
+@click.option(
+    "--since",
+    required=True,
+    callback=_when,
+    metavar="DATE",
+    help="First day to re-price, YYYY-MM-DD (UTC, inclusive; an ISO 8601 time also works).",
+)
+@click.option(
+    "--until",
+    callback=_when,
+    metavar="DATE",
+    help="Day to stop at, YYYY-MM-DD (UTC, exclusive). Default: now.",
+)
+@click.option("--dry-run", is_flag=True, help="Price and report, change nothing.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--api",
+    "api_url",
+    metavar="URL",
+    envvar="OTEL_COST_API_URL",
+    help="A running server's API (default: from --config, else http://localhost:8318).",
+)
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    envvar="OTEL_COST_STORE_URL",
+    help="The store to open when no server answers (default chdb:./otel-cost-data).",
+)
+@click.option("--token", envvar="OTEL_COST_API_TOKEN", help="Bearer token for the API (an api.admin_tokens entry).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="OTEL_COST_CONFIG",
+    help="Config file: the API address, the store URL, and the price overrides used when no server answers.",
+)
+@friendly_errors
+def reprice_command(
+    since: datetime,
+    until: datetime | None,
+    dry_run: bool,
+    fmt: str,
+    api_url: str | None,
+    store_url: str | None,
+    token: str | None,
+    config_path: Path | None,
+) -> None:
+    """Re-price stored calls with the current price book.
+
+    Every row of `requests` whose span ended in [--since, --until) is priced again (at its request
+    start, as on arrival) with the catalog and the price overrides; rows whose cost, price version or
+    priced state change are updated, and the per-minute and per-hour rollups corrected with them, so
+    they still equal the raw rows to the last decimal. Each run is recorded in the table
+    `reprice_runs`. Running it twice changes nothing the second time.
+
+    While `otel-cost serve` runs, the run goes through its API (POST /v1/reprice) and uses the server's
+    own price overrides; otherwise the store is opened directly and priced with --config's overrides.
+    Which one ran is said on stderr.
+
+    \b
+    Examples:
+      otel-cost reprice --since 2026-11-01 --dry-run
+      otel-cost reprice --since 2026-11-01 --until 2026-12-01
+      otel-cost reprice --since 2026-11-01 --config otel-cost.yaml --format json
+    """
+    if until is not None and since >= until:
+        raise click.BadParameter("--since must be before --until", param_hint="--since")
+    config = load_config(config_path, overrides={"store": {"url": store_url}} if store_url else None)
+    if api_url is None:
+        host, port = parse_endpoint(config.api.endpoint)
+        api_url = f"http://{'localhost' if host in ('0.0.0.0', '::', '') else host}:{port}"
+    result = _via_api(api_url, since, until, dry_run, token)
+    if result is not None:
+        click.echo(f"(re-priced by the server at {api_url}, with its price book)", err=True)
+    else:
+        url = config.store.url
+        parsed = parse_store_url(url)
+        if parsed.kind == "chdb" and parsed.path is not None and not parsed.path.exists():
+            raise StoreError(f"there is no store at {parsed.path}: start `otel-cost serve` first, or pass --store")
+        overrides = config.pricing.overrides
+        source = f"{len(overrides)} price override(s) from {config_path}" if config_path else "no price overrides"
+        click.echo(f"(no server at {api_url}; opened {parsed.redacted()} directly, {source})", err=True)
+        store = open_store(url)  # migrates: the run log and signed rollup counts come with 005
+        try:
+            result = reprice(store, PriceBook(overrides), since, until, dry_run=dry_run, progress=_Progress())
+        finally:
+            store.close()
+    click.echo(json.dumps(result.to_dict(), indent=2) if fmt == "json" else render_result(result))
+
+
+def _via_api(
+    api_url: str, since: datetime, until: datetime | None, dry_run: bool, token: str | None
+) -> RepriceResult | None:
+    """The server's answer, or None when no server listens there."""
+    body: dict[str, Any] = {"since": since.isoformat(), "dry_run": dry_run, "progress": True}
+    if until is not None:
+        body["until"] = until.isoformat()
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"{api_url.rstrip('/')}/v1/reprice", data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    progress = _Progress()
+    try:
+        with urllib.request.urlopen(request, timeout=_API_TIMEOUT_SECONDS) as response:
+            # NDJSON: progress lines while the server reads, then the result (or the error).
+            for line in response:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if "progress" in event:
+                    progress(event["progress"]["rows_examined"], event["progress"]["rows_total"])
+                elif "result" in event:
+                    return RepriceResult.from_dict(event["result"])
+                elif "error" in event:
+                    raise QueryError(f"the server could not re-price: {event['error']['message']}")
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        raise QueryError(f"the server at {api_url} refused: {message}") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+    except OtelCostError:
+        raise
+    raise QueryError(f"the server at {api_url} ended the answer before the result")
+
+
+def render_result(result: RepriceResult) -> str:
+    """The summary: range, rows, billable totals before and after, and what changed by model."""
+    since = result.since.strftime("%Y-%m-%d %H:%M:%S")
+    until = result.until.strftime("%Y-%m-%d %H:%M:%S")
+    difference = result.new_total_units - result.old_total_units
+    lines = [
+        f"{'dry run (nothing written)' if result.dry_run else 'run ' + result.run_id}: [{since}, {until}) UTC",
+        f"rows examined   {result.rows_examined}",
+        f"rows changed    {result.rows_changed}",
+        f"old total       {units_text(result.old_total_units)} USD (billable)",
+        f"new total       {units_text(result.new_total_units)} USD",
+        f"difference      {'+' if difference > 0 else ''}{units_text(difference)} USD",
+        f"price versions  {', '.join(result.price_versions) or '-'}",
+    ]
+    if result.status != "ok" or result.message:
+        lines.append(f"status          {result.status}{': ' + result.message if result.message else ''}")
+    if result.recovered:
+        lines.append(f"also settled    interrupted run(s) {', '.join(result.recovered)}")
+    if result.groups:
+        header = ("provider", "model", "old version", "new version", "rows", "old cost", "new cost")
+        cells = [
+            (
+                group.provider,
+                group.model,
+                group.old_version,
+                group.new_version,
+                str(group.rows),
+                units_text(group.old_units),
+                units_text(group.new_units),
+            )
+            for group in result.groups[:20]
+        ]
+        widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+
+        def line(values: tuple[str, ...]) -> str:
+            return "  ".join(
+                value.rjust(width) if i >= 4 else value.ljust(width)
+                for i, (value, width) in enumerate(zip(values, widths, strict=True))
+            ).rstrip()
+
+        lines += ["", "changes (billable cost):", line(header), line(tuple("-" * width for width in widths))]
+        lines += [line(row) for row in cells]
+        if len(result.groups) > 20:
+            lines.append(f"... and {len(result.groups) - 20} more groups (--format json lists them all)")
+    return "\n".join(lines)
