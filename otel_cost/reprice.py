@@ -411,6 +411,14 @@ class _Run:
         replaced: set[str] = set()
         groups: dict[tuple[str, str, str, str], ChangeGroup] = {}
         changes: list[_Change] = []
+        skipped = 0
+        duplicates = {
+            (row[0], row[1])
+            for row in self.store.query(
+                f"SELECT trace_id, span_id FROM requests WHERE {_range_sql(self.since_ns, self.until_ns)} "
+                "GROUP BY trace_id, span_id HAVING count() > 1"
+            ).rows
+        }
         selected = ", ".join(
             [
                 "trace_id",
@@ -452,20 +460,28 @@ class _Run:
                     or (call.status == "error" and old_priced and not priced_model and old_units == 0)
                 )
                 new = self.book.price(call)
-                versions.add(new.price_version)
                 result.rows_examined += 1
                 is_billable = bool(int(billable))
                 if is_billable:
                     result.old_total_units += old_units
-                    result.new_total_units += new.cost_units
-                if (
+                unchanged = (
                     new.cost_units == old_units
                     and new.priced == old_priced
                     and new.priced_model == priced_model
                     and new.price_version == version
                     and new.reason == reason
-                ):
+                )
+                if unchanged or (trace_id, span_id) in duplicates:
+                    # A key shared by two rows cannot be updated through the join (both would get one
+                    # row's price, and the rollups one row's old values): such rows keep their price.
+                    skipped += not unchanged
+                    versions.add(version)
+                    if is_billable:
+                        result.new_total_units += old_units
                     continue
+                versions.add(new.price_version)
+                if is_billable:
+                    result.new_total_units += new.cost_units
                 replaced.add(version)
                 model = call.response_model or call.request_model
                 changes.append(
@@ -492,6 +508,10 @@ class _Run:
                     group.new_units += new.cost_units
             if self.progress is not None:
                 self.progress(result.rows_examined, total)
+        if skipped:
+            result.message = (
+                f"{skipped} row(s) share a trace and span id with another row in the range and keep their price"
+            )
         result.price_versions = sorted(versions)
         result.replaced_versions = sorted(replaced)
         result.groups = sorted(

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,6 +28,8 @@ from ..store.base import Store
 from .openapi import OPENAPI
 
 __all__ = ["api_app", "error_response"]
+
+logger = logging.getLogger(__name__)
 
 _CODES = {
     400: "bad_request",
@@ -138,9 +142,9 @@ def api_app(
         try:
             since = parse_when(document["since"])
             until_text = document.get("until")
-            until = parse_when(until_text) if isinstance(until_text, str) and until_text else None
-            if until is not None and since >= until:
-                raise ValueError(f"since ({document['since']}) must be before until ({until_text})")
+            until = parse_when(until_text) if isinstance(until_text, str) and until_text else datetime.now(UTC)
+            if since >= until:
+                raise ValueError(f"since ({document['since']}) must be before until ({until_text or 'now'})")
         except ValueError as exc:
             return error_response(400, str(exc))
         dry_run = document.get("dry_run") is True
@@ -199,9 +203,15 @@ async def _progress_lines(run: Callable[[Callable[[int, int], None] | None], Rep
         yield (json.dumps({"progress": {"rows_examined": done, "rows_total": total}}) + "\n").encode()
     try:
         result = task.result()
-    except OtelCostError as exc:
-        status = 409 if isinstance(exc, RepriceBusyError) else 400 if isinstance(exc, QueryError) else 503
-        error = {"status": status, "code": _CODES.get(status, "error"), "message": exc.message}
+    except Exception as exc:
+        # The status line went out long ago: the failure is the stream's last line.
+        if isinstance(exc, OtelCostError):
+            status = 409 if isinstance(exc, RepriceBusyError) else 400 if isinstance(exc, QueryError) else 503
+            message = exc.message
+        else:
+            logger.exception("re-pricing failed")
+            status, message = 500, f"re-pricing failed: {exc}"
+        error = {"status": status, "code": _CODES.get(status, "error"), "message": message}
         yield (json.dumps({"error": error}) + "\n").encode()
         return
     yield (json.dumps({"result": result.to_dict()}) + "\n").encode()

@@ -7,7 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +123,8 @@ def reprice_command(
       otel-cost reprice --since 2026-11-01 --until 2026-12-01
       otel-cost reprice --since 2026-11-01 --config otel-cost.yaml --format json
     """
-    if until is not None and since >= until:
-        raise click.BadParameter("--since must be before --until", param_hint="--since")
+    if since >= (until or datetime.now(UTC)):
+        raise click.BadParameter("must be before --until (default: now)", param_hint="--since")
     config = load_config(config_path, overrides={"store": {"url": store_url}} if store_url else None)
     if api_url is None:
         host, port = parse_endpoint(config.api.endpoint)
