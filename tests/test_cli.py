@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -21,7 +22,20 @@ from otel_cost.cli import cli
 from .helpers import RunningServer, chat_attributes, make_request, make_span
 
 OTEL_COST = str(Path(sys.executable).parent / "otel-cost")
-COMMANDS = ["serve", "sql", "demo"]
+
+
+def _leaf_commands(group: click.Group, prefix: str = "") -> list[str]:
+    names: list[str] = []
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            names += _leaf_commands(command, f"{prefix}{name} ")
+        else:
+            names.append(f"{prefix}{name}")
+    return names
+
+
+COMMANDS = sorted(cli.commands)  # every registered command: none can be added without help
+LEAF_COMMANDS = _leaf_commands(cli)  # "prices show", ...
 
 
 def free_port() -> int:
@@ -53,9 +67,14 @@ def test_top_level_help_lists_every_command() -> None:
         assert f"  {command} " in result.output
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+def test_the_command_list_is_complete() -> None:
+    assert {"serve", "sql", "demo", "prices", "reprice"} <= set(COMMANDS)
+    assert {"prices show", "prices unpriced", "prices drift", "prices check"} <= set(LEAF_COMMANDS)
+
+
+@pytest.mark.parametrize("command", LEAF_COMMANDS)
 def test_every_command_has_help_with_examples(command: str) -> None:
-    result = CliRunner().invoke(cli, [command, "--help"])
+    result = CliRunner().invoke(cli, [*command.split(), "--help"])
     assert result.exit_code == 0
     assert "Examples:" in result.output
     assert f"otel-cost {command}" in result.output.split("Examples:", 1)[1]
