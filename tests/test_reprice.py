@@ -141,6 +141,13 @@ def billable_total(store: Store) -> Decimal:
     return Decimal(store.query("SELECT toString(sum(cost)) FROM requests WHERE billable").scalar())
 
 
+def unpriced_models(server: RunningServer) -> list[str]:
+    """What `otel-cost prices unpriced` lists, through the running server."""
+    result = CliRunner().invoke(cli, ["prices", "unpriced", "--api", server.api_url, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return [row["model"] for row in json.loads(result.stdout)]
+
+
 def month_ago() -> datetime:
     return datetime.now(UTC) - timedelta(days=30)
 
@@ -157,6 +164,7 @@ def test_an_unknown_model_is_priced_after_an_override_and_the_rollups_stay_exact
     assert all("not in the price catalog" in row[4] for row in before)
     assert billable_total(store) == GPT_4O_CALL
     assert_rollups_match_raw(store)
+    assert "acme-9000" in unpriced_models(server)
     untouched = snapshot(store)
     book = PriceBook([ACME_OVERRIDE])
 
@@ -179,6 +187,7 @@ def test_an_unknown_model_is_priced_after_an_override_and_the_rollups_stay_exact
     assert version.startswith("genai-prices@0.2.3+acme-list#") and version in result.price_versions
     assert after == [["0.0036", 1, "acme-9000", version, "", 0]] + [["0.0018", 1, "acme-9000", version, "", 1]] * 3
     assert_rollups_match_raw(store)
+    assert "acme-9000" not in unpriced_models(server)
     # The calls without usage, failed (priced at 0) or successful (unpriced), are left as they were.
     assert store.query(
         "SELECT status, priced, toString(cost), unpriced_reason FROM requests WHERE input_tokens = 0 ORDER BY status"
