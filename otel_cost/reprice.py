@@ -29,16 +29,17 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from .errors import OtelCostError
-from .model import COST_SCALE, Call
+from .model import COST_SCALE, Call, units_to_decimal
 from .pricing import PriceBook
 from .store.base import Store
+from .store.wire import tsv_line
 
 __all__ = [
     "ChangeGroup",
@@ -226,10 +227,6 @@ def units_text(units: int) -> str:
     return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
 
 
-def units_to_decimal(units: int) -> Decimal:
-    return Decimal(units).scaleb(-COST_SCALE, _EXACT)
-
-
 # --- dates -------------------------------------------------------------------------------------
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -272,13 +269,6 @@ def _range_sql(lo_ns: int, hi_ns: int) -> str:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
-
-
-def _tsv(values: Sequence[str]) -> str:
-    return "\t".join(value.translate(_TSV_ESCAPES) for value in values)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -534,7 +524,7 @@ class _Run:
         )
         for start in range(0, len(changes), _INSERT_ROWS):
             lines = [
-                _tsv(
+                tsv_line(
                     (
                         change.trace_id,
                         change.span_id,

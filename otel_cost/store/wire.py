@@ -11,7 +11,7 @@ as hex, arrays and maps as JSON, cut at 256 characters.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -23,6 +23,7 @@ __all__ = [
     "encode_line",
     "encode_map",
     "mark_duplicate",
+    "tsv_line",
 ]
 
 #: Column order of a line (the `requests_ingest` table).
@@ -140,12 +141,17 @@ def encode_map(attrs: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> 
     return keys, values
 
 
+def tsv_line(values: Sequence[str]) -> str:
+    """Any row of text values as a TabSeparated line, escaped."""
+    return "\t".join(value.translate(_TSV_ESCAPES) for value in values)
+
+
 def encode_line(values: tuple[str, ...]) -> str:
     """One call as a TSV line, in INGEST_COLUMNS order (every value already text)."""
     line = "\t".join(values)
     if line.count("\t") == _TABS and "\\" not in line and "\n" not in line and "\r" not in line and "\0" not in line:
         return line
-    return "\t".join(value.translate(_TSV_ESCAPES) for value in values)
+    return tsv_line(values)
 
 
 def mark_duplicate(line: str, duplicate_of: str) -> str:
