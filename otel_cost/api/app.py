@@ -86,17 +86,23 @@ def api_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse({**OPENAPI, "paths": {**OPENAPI["paths"], "/v1/reprice": REPRICE_OPENAPI}})
 
+    async def read_json(request: Request) -> Any:
+        """The request's JSON document (None when it is not JSON); HTTPException(413) when too large."""
+        body = await request.body()
+        if len(body) > _MAX_SQL_BYTES:
+            raise HTTPException(413, f"request body over {_MAX_SQL_BYTES} bytes")
+        try:
+            return json.loads(body or b"{}")
+        except ValueError:
+            return None
+
     async def sql(request: Request) -> Response:
         try:
             authorize(request)
         except UnauthenticatedError as exc:
             return error_response(401, exc.message)
-        body = await request.body()
-        if len(body) > _MAX_SQL_BYTES:
-            return error_response(413, f"request body over {_MAX_SQL_BYTES} bytes")
-        try:
-            document: Any = json.loads(body or b"{}")
-        except ValueError:
+        document = await read_json(request)
+        if document is None:
             return error_response(400, 'body must be JSON: {"query": "SELECT ...", "format": "json"}')
         if (
             not isinstance(document, dict)
@@ -128,13 +134,7 @@ def api_app(
             return error_response(401, exc.message)
         if config is None:
             return error_response(503, "re-pricing is not available: this API was started without its price book")
-        body = await request.body()
-        if len(body) > _MAX_SQL_BYTES:
-            return error_response(413, f"request body over {_MAX_SQL_BYTES} bytes")
-        try:
-            document: Any = json.loads(body or b"{}")
-        except ValueError:
-            document = None
+        document = await read_json(request)
         if not isinstance(document, dict) or not isinstance(document.get("since"), str):
             return error_response(
                 400, 'body must be JSON: {"since": "YYYY-MM-DD", "until": "YYYY-MM-DD", "dry_run": true}'
