@@ -24,10 +24,12 @@ from .store.url import DEFAULT_STORE_URL, parse_store_url
 
 __all__ = [
     "APIConfig",
+    "AttributionConfig",
     "Config",
     "PriceOverride",
     "PricingConfig",
     "ReceiverConfig",
+    "RegexSource",
     "StoreConfig",
     "TLSConfig",
     "load_config",
@@ -221,11 +223,137 @@ class PricingConfig(_Section):
         return value
 
 
+#: The owner dimensions every row has (and the rollups group by); tags are user-defined on top.
+OWNER_DIMENSIONS = ("cost_center", "team", "feature", "agent", "environment")
+_SOURCE_KINDS = ("span", "resource", "baggage", "attribute")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def check_source(text: str) -> str:
+    """A source written as text: `span:KEY`, `resource:KEY`, `baggage:KEY`, `attribute:KEY` (span, then
+    resource), `catalog` (the service catalog), `preset:NAME` (a preset's sources for this dimension)."""
+    if text == "catalog":
+        return text
+    kind, sep, rest = text.partition(":")
+    if kind == "preset":
+        from .attribution.presets import PRESETS  # the presets live with attribution
+
+        if rest not in PRESETS:
+            raise ValueError(f"unknown preset {rest!r}; known: {', '.join(sorted(PRESETS))}")
+        return text
+    if not sep or kind not in _SOURCE_KINDS or not rest.strip():
+        raise ValueError(
+            f"unknown source {text!r}: write span:KEY, resource:KEY, baggage:KEY, attribute:KEY, catalog, "
+            "preset:NAME, or {regex: ..., from: ...}"
+        )
+    return text
+
+
+class RegexSource(_Section):
+    """A value derived from another source by a regular expression: its first capture group (or the whole
+    match), or `value` with `\\1`-style references to the groups."""
+
+    regex: str
+    from_: str = Field(alias="from")
+    value: str | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"bad regular expression {value!r}: {exc}") from None
+        return value
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        if value in ("catalog",) or value.startswith("preset:"):
+            raise ValueError("a regex reads an attribute: span:KEY, resource:KEY, baggage:KEY or attribute:KEY")
+        return check_source(value)
+
+
+class JSONSource(_Section):
+    """A field of an attribute that holds a JSON object (OpenInference `metadata`)."""
+
+    json_field: str = Field(alias="json", min_length=1)
+    from_: str = Field(alias="from")
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        if value in ("catalog",) or value.startswith("preset:"):
+            raise ValueError("json reads an attribute: span:KEY, resource:KEY, baggage:KEY or attribute:KEY")
+        return check_source(value)
+
+
+Source = str | RegexSource | JSONSource
+
+
+class AttributionConfig(_Section):
+    presets: list[str] = Field(default_factory=list, description="emitter presets, in order")
+    dimensions: dict[str, list[Source]] = Field(
+        default_factory=dict, description="per owner dimension: ordered sources, first match wins"
+    )
+    tags: dict[str, list[Source]] = Field(default_factory=dict, description="user-defined dimensions (tags map)")
+    service_catalog: Path | None = Field(None, description="YAML: service.name -> team, cost_center, feature")
+    cost_centers: dict[str, str] = Field(default_factory=dict, description="team -> cost center")
+    max_values: int = Field(
+        1000, ge=10, le=1_000_000, description="distinct values per dimension before new ones become 'other'"
+    )
+
+    @field_validator("presets")
+    @classmethod
+    def _presets(cls, value: list[str]) -> list[str]:
+        from .attribution.presets import PRESETS
+
+        for name in value:
+            if name not in PRESETS:
+                raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return value
+
+    @field_validator("dimensions")
+    @classmethod
+    def _dimensions(cls, value: dict[str, list[Source]]) -> dict[str, list[Source]]:
+        for name, sources in value.items():
+            if name not in OWNER_DIMENSIONS:
+                raise ValueError(
+                    f"unknown dimension {name!r}; owner dimensions are {', '.join(OWNER_DIMENSIONS)} "
+                    "(put your own under attribution.tags)"
+                )
+            for source in sources:
+                if isinstance(source, str):
+                    check_source(source)
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, list[Source]]) -> dict[str, list[Source]]:
+        for name, sources in value.items():
+            if not _NAME.match(name) or name in OWNER_DIMENSIONS:
+                raise ValueError(f"tag name {name!r} must be snake_case and not an owner dimension")
+            for source in sources:
+                if isinstance(source, str):
+                    if source.startswith("preset:"):
+                        raise ValueError("presets name owner dimensions; list a tag's sources explicitly")
+                    check_source(source)
+        return value
+
+    @field_validator("service_catalog")
+    @classmethod
+    def _catalog(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+
 class Config(_Section):
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     api: APIConfig = Field(default_factory=APIConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
 
 
 def _substitute(node: Any, path: str, environ: Mapping[str, str]) -> Any:
@@ -337,12 +465,22 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections (receiver, api, store)")
         document = _substitute(loaded, "", environ)
+        section = document.get("attribution")
+        catalog = section.get("service_catalog") if isinstance(section, dict) else None
+        if isinstance(section, dict) and isinstance(catalog, str) and catalog and not Path(catalog).is_absolute():
+            section["service_catalog"] = str(Path(path).parent / catalog)  # relative to the config file
     document = _merge(document, _env_overrides(environ))
     document = _merge(document, overrides or {})
     try:
         config = Config.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source, root)) from None
+    if config.attribution.service_catalog is not None:
+        from .attribution.catalog import check_service_catalog
+
+        catalog_problems = check_service_catalog(config.attribution.service_catalog, config.attribution.cost_centers)
+        if catalog_problems:
+            raise ConfigError("\n".join(catalog_problems))
     if config.pricing.overrides:
         from .pricing.overrides import check_overrides  # the catalog loads only when overrides need it
 

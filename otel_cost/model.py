@@ -133,4 +133,8 @@ class Owner(NamedTuple):
     feature: str
     agent: str
     environment: str
-    source: str  # e.g. "resource:team"; "unattributed" when no rule matched
+    source: str  # the rule that named the team, e.g. "resource:team"; "unattributed" when none matched
+    tag_keys: str = ""  # user-defined tags, keys and values joined by the wire's separator
+    tag_values: str = ""
+    rule_keys: str = ""  # dimension -> the rule that produced it (for `attribution explain`)
+    rule_values: str = ""

@@ -69,7 +69,7 @@ class Pipeline:
         for resource_index, resource_spans in enumerate(request.resource_spans):
             resource_attrs = to_dict(resource_spans.resource.attributes)
             redact_values(resource_attrs)
-            resource = ResourceOwner(resource_attrs)
+            resource = self.attributor.resource(resource_attrs)
             resource_map = encode_map(resource_attrs)
             for scope_spans in resource_spans.scope_spans:
                 scope = scope_spans.scope
@@ -162,6 +162,10 @@ class Pipeline:
                         attribute_values,
                         resource_keys,
                         resource_values,
+                        owner.tag_keys,
+                        owner.tag_values,
+                        owner.rule_keys,
+                        owner.rule_values,
                         SEPARATOR.join(call.flags),
                         "1" if call.billable else "0",
                         call.duplicate_of.hex(),

@@ -122,7 +122,7 @@ class Server:
             on_flush=self.metrics.on_flush,
         )
         self.metrics.track_pending(lambda: self._writer.pending_rows if self._writer else 0)
-        self._pool = PipelinePool(config.receiver.workers, config.pricing.overrides)
+        self._pool = PipelinePool(config.receiver.workers, config.pricing.overrides, config.attribution)
         await self._pool.start()
         self.metrics.track_workers(lambda: self._pool.pids if self._pool else [])
         ingestor = Ingestor(self._pool, recent, self._writer, self.metrics)

@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from .attribution import Attributor
-from .config import PriceOverride
+from .config import AttributionConfig, PriceOverride
 from .errors import OverloadedError
 from .pipeline import Pipeline, ProcessedExport
 from .pricing import PriceBook
@@ -34,17 +34,17 @@ _exports = 0
 _COLLECT_EVERY = 64
 
 
-def _initialize(overrides: Sequence[PriceOverride] = ()) -> None:
+def _initialize(overrides: Sequence[PriceOverride] = (), attribution: AttributionConfig | None = None) -> None:
     global _pipeline
-    _pipeline = Pipeline(PriceBook(overrides), Attributor())
+    _pipeline = Pipeline(PriceBook(overrides), Attributor(attribution))
 
 
-def _worker_initialize(overrides: Sequence[PriceOverride] = ()) -> None:
+def _worker_initialize(overrides: Sequence[PriceOverride] = (), attribution: AttributionConfig | None = None) -> None:
     """In a worker process: the pipeline allocates ~30 short-lived containers per span and no cycles,
     while the price catalog is hundreds of thousands of long-lived objects. Python's automatic
     collections would rescan them over and over (measured: a quarter of the worker's time), so the
     worker freezes what exists after start-up and collects on its own schedule instead."""
-    _initialize(overrides)
+    _initialize(overrides, attribution)
     gc.freeze()
     gc.disable()
 
@@ -71,9 +71,12 @@ def _warm_up() -> None:
 
 
 class PipelinePool:
-    def __init__(self, workers: int, overrides: Sequence[PriceOverride] = ()) -> None:
+    def __init__(
+        self, workers: int, overrides: Sequence[PriceOverride] = (), attribution: AttributionConfig | None = None
+    ) -> None:
         self.workers = workers
         self.overrides = list(overrides)
+        self.attribution = attribution
         self._inline: Pipeline | None = None  # workers == 0: this pool's own pipeline, in the event loop
         self._executor: ProcessPoolExecutor | None = None
         self.pids: list[int] = []
@@ -85,13 +88,13 @@ class PipelinePool:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_initialize,
-            initargs=(self.overrides,),
+            initargs=(self.overrides, self.attribution),
         )
 
     async def start(self) -> None:
         """Start every worker now (imports and price catalog), not on the first export."""
         if self._executor is None:
-            self._inline = Pipeline(PriceBook(self.overrides), Attributor())
+            self._inline = Pipeline(PriceBook(self.overrides), Attributor(self.attribution))
             return
         loop = asyncio.get_running_loop()
         # The pool starts its processes on the first submissions; warm-ups make them import now.
@@ -106,7 +109,7 @@ class PipelinePool:
     async def process(self, body: bytes, kind: str) -> ProcessedExport:
         if self._executor is None:
             if self._inline is None:
-                self._inline = Pipeline(PriceBook(self.overrides), Attributor())
+                self._inline = Pipeline(PriceBook(self.overrides), Attributor(self.attribution))
             return process_payload(body, kind, self._inline)
         executor = self._executor
         try:

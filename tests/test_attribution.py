@@ -6,22 +6,28 @@ from typing import Any
 
 import pytest
 
-from otel_cost.attribution import DIMENSION_SOURCES, Attributor, ResourceOwner
+from otel_cost.attribution import DIMENSION_SOURCES, Attributor
 from otel_cost.model import UNATTRIBUTED, Owner
 
 
 def owner(span: dict[str, Any] | None = None, resource: dict[str, Any] | None = None) -> Owner:
-    return Attributor().attribute(span or {}, ResourceOwner(resource or {}))
+    attributor = Attributor()
+    return attributor.attribute(span or {}, attributor.resource(resource or {}))
+
+
+def core(found: Owner) -> tuple[str, ...]:
+    """The six dimensions and the team's rule (tags and the per-dimension rules are checked apart)."""
+    return tuple(found[:6])
 
 
 def test_nothing_known_is_unattributed() -> None:
-    assert owner() == Owner(UNATTRIBUTED, UNATTRIBUTED, UNATTRIBUTED, "", "", "unattributed")
+    assert core(owner()) == (UNATTRIBUTED, UNATTRIBUTED, UNATTRIBUTED, "", "", "unattributed")
     assert UNATTRIBUTED == "unattributed"
 
 
 def test_resource_team() -> None:
     got = owner(resource={"service.name": "checkout-assistant", "team": "payments"})
-    assert got == Owner("payments", "payments", "checkout-assistant", "", "", "resource:team")
+    assert core(got) == ("payments", "payments", "checkout-assistant", "", "", "resource:team")
 
 
 def test_span_attributes_win_over_the_resource() -> None:
@@ -40,18 +46,18 @@ def test_span_attributes_win_over_the_resource() -> None:
         "gen_ai.agent.name": "doc-triage",
         "environment": "staging",
     }
-    assert owner(span, resource) == Owner("CC-2", "search", "autocomplete", "doc-triage", "staging", "span:app.team")
+    assert core(owner(span, resource)) == ("CC-2", "search", "autocomplete", "doc-triage", "staging", "span:app.team")
 
 
 def test_each_dimension_falls_back_to_the_resource_separately() -> None:
     resource = {"team": "payments", "feature": "refunds", "deployment.environment": "prod"}
     got = owner({"gen_ai.agent.id": "agent-7"}, resource)
-    assert got == Owner("payments", "payments", "refunds", "agent-7", "prod", "resource:team")
+    assert core(got) == ("payments", "payments", "refunds", "agent-7", "prod", "resource:team")
 
 
 @pytest.mark.parametrize("key", DIMENSION_SOURCES["team"])
 def test_every_team_key(key: str) -> None:
-    assert owner({key: "search"}) == Owner("search", "search", UNATTRIBUTED, "", "", f"span:{key}")
+    assert core(owner({key: "search"})) == ("search", "search", UNATTRIBUTED, "", "", f"span:{key}")
     assert owner(resource={key: "search"}).source == f"resource:{key}"
 
 
@@ -85,11 +91,17 @@ def test_feature_falls_back_to_the_service_name() -> None:
 
 @pytest.mark.parametrize("service", ["unknown_service", "unknown_service:python", "unknown_service:node", "  "])
 def test_sdk_default_service_name_is_not_an_owner(service: str) -> None:
-    resource = ResourceOwner({"service.name": service})
+    attributor = Attributor()
+    resource = attributor.resource({"service.name": service})
     assert resource.service_name == service.strip()  # stored as sent, but owns nothing
     assert resource.owner_key == ""
-    assert Attributor().attribute({}, resource) == Owner(
-        UNATTRIBUTED, UNATTRIBUTED, UNATTRIBUTED, "", "", "unattributed"
+    assert core(attributor.attribute({}, resource)) == (
+        UNATTRIBUTED,
+        UNATTRIBUTED,
+        UNATTRIBUTED,
+        "",
+        "",
+        "unattributed",
     )
 
 
@@ -113,7 +125,7 @@ def test_environment_from_the_new_then_the_old_attribute() -> None:
 def test_values_are_stripped_and_cut_to_128_characters() -> None:
     got = owner({"team": "  search  ", "feature": "f" * 300}, {"service.name": " svc "})
     assert (got.team, got.feature) == ("search", "f" * 128)
-    assert ResourceOwner({"service.name": " " + "s" * 200}).service_name == "s" * 128
+    assert Attributor().resource({"service.name": " " + "s" * 200}).service_name == "s" * 128
     assert owner(resource={"team": "t" * 129}).team == "t" * 128
 
 
@@ -129,12 +141,13 @@ def test_non_string_values_are_text() -> None:
 
 
 def test_span_without_owner_keys_reuses_the_resource_owner() -> None:
-    resource = ResourceOwner({"team": "payments", "service.name": "checkout"})
-    assert Attributor().attribute({"gen_ai.request.model": "gpt-4o"}, resource) is resource.owner
+    attributor = Attributor()
+    resource = attributor.resource({"team": "payments", "service.name": "checkout"})
+    assert attributor.attribute({"gen_ai.request.model": "gpt-4o"}, resource) is resource.owner
 
 
 def test_resource_owner_is_computed_once() -> None:
-    resource = ResourceOwner({"team": "payments", "service.name": "checkout"})
-    assert resource.owner == Owner("payments", "payments", "checkout", "", "", "resource:team")
-    assert resource.values["team"] == ("payments", "team")
-    assert resource.values["agent"] == ("", "")
+    resource = Attributor().resource({"team": "payments", "service.name": "checkout"})
+    assert core(resource.owner) == ("payments", "payments", "checkout", "", "", "resource:team")
+    assert resource.first["team"] == (4, "payments", "resource:team")  # the first rule after the four span keys
+    assert resource.first["agent"] is None

@@ -1,28 +1,41 @@
-"""Stage 3: who pays for a call (first cut; the "Attribution rules" issue makes this configurable).
+"""Stage 3: who pays for a call. Every dollar has an owner, or is visibly `unattributed`.
 
-For each dimension the span's attributes are consulted first, then its resource's, in the order
-below; the first non-empty value wins and the row records which source it was (`owner_source`).
+Each owner dimension (`cost_center`, `team`, `feature`, `agent`, `environment`) and each user-defined
+tag has an ordered list of sources (`rules.compile_chain`); the first that yields a non-empty value wins
+and the row records which one it was (`owner_rules`, and `owner_source` for the team). Without
+configuration the built-in chains below apply, after any enabled presets:
 
-- `team`: `team`, `app.team`, `otel_cost.team`, `owner.team`; else `unattributed`.
-- `cost_center`: `cost_center`, `cost.center`, `app.cost_center`, `otel_cost.cost_center`; else the team.
-- `feature`: `feature`, `app.feature`, `otel_cost.feature`; else the service name (`service.name` is the
-  fallback owner key: the unit unattributed spend is grouped by and mapped from); else `unattributed`.
-- `agent`: `gen_ai.agent.name`, `gen_ai.agent.id`, `agent`, `app.agent`; else "" (not every call is an
-  agent's).
+- `team`: `team`, `app.team`, `otel_cost.team`, `owner.team` on the span, then the service catalog,
+  then the same keys on the resource; else `unattributed`.
+- `cost_center`: `cost_center`, `cost.center`, `app.cost_center`, `otel_cost.cost_center` (span,
+  catalog, resource); else the `cost_centers` table's entry for the team; else the team.
+- `feature`: `feature`, `app.feature`, `otel_cost.feature` (span, catalog, resource); else the service
+  name (the SDK default `unknown_service:*` is not an owner); else `unattributed`.
+- `agent`: `gen_ai.agent.name`, `gen_ai.agent.id`, `agent`, `app.agent`; else "".
 - `environment`: `deployment.environment.name`, `deployment.environment`, `environment`; else "".
 
-The SDK default service name (`unknown_service...`) is not an owner.
+Resource-side sources are evaluated once per resource; a span that carries none of the span-side keys
+gets its resource's owner unchanged (the common case, one dict lookup).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from ..config import OWNER_DIMENSIONS, AttributionConfig
 from ..model import UNATTRIBUTED, Owner
+from ..store.wire import SEPARATOR
+from .catalog import load_service_catalog
+from .rules import Chain, compile_chain, text_value
 
-__all__ = ["DIMENSION_SOURCES", "Attributor", "ResourceOwner"]
+__all__ = ["DEFAULT_SOURCES", "DIMENSION_SOURCES", "OTHER", "Attributor", "ResourceOwner"]
 
+logger = logging.getLogger(__name__)
+
+#: Built-in keys per dimension, looked up on the span and then on the resource.
 DIMENSION_SOURCES: dict[str, tuple[str, ...]] = {
     "team": ("team", "app.team", "otel_cost.team", "owner.team"),
     "cost_center": ("cost_center", "cost.center", "app.cost_center", "otel_cost.cost_center"),
@@ -30,74 +43,146 @@ DIMENSION_SOURCES: dict[str, tuple[str, ...]] = {
     "agent": ("gen_ai.agent.name", "gen_ai.agent.id", "agent", "app.agent"),
     "environment": ("deployment.environment.name", "deployment.environment", "environment"),
 }
-_DIMENSIONS = tuple(DIMENSION_SOURCES)
-_ALL_KEYS = frozenset(key for keys in DIMENSION_SOURCES.values() for key in keys)
-_MAX_VALUE = 128
+_CATALOG_DIMENSIONS = ("team", "cost_center", "feature")
+
+#: What a dimension's new values become once it holds `max_values` distinct ones.
+OTHER = "other"
 
 
-def _clean(value: Any) -> str:
-    if value is None:
-        return ""
-    text = value if type(value) is str else str(value)
-    return text.strip()[:_MAX_VALUE]
+def _default_sources(dimension: str, presets: list[str], with_catalog: bool) -> list[Any]:
+    keys = DIMENSION_SOURCES[dimension]
+    sources: list[Any] = [f"preset:{name}" for name in presets]
+    sources += [f"span:{key}" for key in keys]
+    if with_catalog and dimension in _CATALOG_DIMENSIONS:
+        sources.append("catalog")
+    sources += [f"resource:{key}" for key in keys]
+    return sources
 
 
-def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[str, str]:
-    for key in keys:
-        value = attrs.get(key)
-        if value is not None:
-            text = _clean(value)
-            if text:
-                return text, key
-    return "", ""
+DEFAULT_SOURCES = {dimension: _default_sources(dimension, [], False) for dimension in OWNER_DIMENSIONS}
 
 
 class ResourceOwner:
     """What a resource says about ownership, computed once per ResourceSpans."""
 
-    __slots__ = ("owner", "owner_key", "service_name", "values")
+    __slots__ = ("attrs", "catalog_entry", "first", "owner", "service_name")
 
-    def __init__(self, resource_attrs: Mapping[str, Any]) -> None:
-        self.service_name = _clean(resource_attrs.get("service.name"))  # stored as sent
-        service = "" if self.service_name.startswith("unknown_service") else self.service_name
-        self.values: dict[str, tuple[str, str]] = {
-            dimension: _first(resource_attrs, keys) for dimension, keys in DIMENSION_SOURCES.items()
-        }
-        # The owner of a span that says nothing itself (the common case: computed once, reused).
-        self.owner_key = service  # the service name, unless it is the SDK's default
-        self.owner = _combine({}, self.values, service)
+    def __init__(self, attributor: Attributor, resource_attrs: Mapping[str, Any]) -> None:
+        self.attrs = resource_attrs
+        self.service_name = text_value(resource_attrs.get("service.name"))  # stored as sent
+        self.catalog_entry = attributor.catalog.get(self.service_name, {})
+        # Per chain: (position, value, label) of its first resource-side match, or None.
+        self.first = {name: chain.first_resource(self) for name, chain in attributor.chains.items()}
+        self.owner = attributor.combine({}, self)  # the owner of a span that says nothing itself
 
-
-def _combine(
-    span_values: Mapping[str, tuple[str, str]], resource_values: Mapping[str, tuple[str, str]], service: str
-) -> Owner:
-    picked: dict[str, str] = {}
-    sources: dict[str, str] = {}
-    for dimension in _DIMENSIONS:
-        value, key = span_values.get(dimension, ("", ""))
-        if value:
-            picked[dimension], sources[dimension] = value, f"span:{key}"
-            continue
-        value, key = resource_values[dimension]
-        if value:
-            picked[dimension], sources[dimension] = value, f"resource:{key}"
-    team = picked.get("team", UNATTRIBUTED)
-    cost_center = picked.get("cost_center") or team
-    feature = picked.get("feature") or service or UNATTRIBUTED
-    source = sources.get("team", UNATTRIBUTED)
-    return Owner(cost_center, team, feature, picked.get("agent", ""), picked.get("environment", ""), source)
+    @property
+    def owner_key(self) -> str:
+        """The service name, unless it is the SDK's default: the unit unattributed spend is grouped by."""
+        return "" if self.service_name.startswith("unknown_service") else self.service_name
 
 
 class Attributor:
-    """Assigns every call an owner; calls nobody claims belong to `unattributed`."""
+    """Assigns every call an owner; calls nobody claims belong to `unattributed`. Not thread-safe
+    (its cardinality guard): one per pipeline."""
+
+    def __init__(self, config: AttributionConfig | None = None) -> None:
+        config = config or AttributionConfig()
+        self.config = config
+        self.catalog: dict[str, dict[str, str]] = (
+            load_service_catalog(config.service_catalog) if config.service_catalog else {}
+        )
+        catalog_label = f"catalog:{Path(config.service_catalog).name}" if config.service_catalog else "catalog"
+        self.chains: dict[str, Chain] = {}
+        for dimension in OWNER_DIMENSIONS:
+            sources = config.dimensions.get(dimension)
+            if sources is None:
+                sources = _default_sources(dimension, config.presets, bool(self.catalog))
+            self.chains[dimension] = compile_chain(dimension, sources, catalog_label)
+        self.tags = tuple(config.tags)
+        for tag, sources in config.tags.items():
+            self.chains[f"tag:{tag}"] = compile_chain(tag, sources, catalog_label)
+        self._span_keys = frozenset(key for chain in self.chains.values() for key in chain.span_keys)
+        self._seen: dict[str, set[str]] = {
+            dimension: set() for dimension in ("cost_center", "team", "feature", "agent")
+        }
+        self._capped: set[str] = set()
+
+    def resource(self, resource_attrs: Mapping[str, Any]) -> ResourceOwner:
+        return ResourceOwner(self, resource_attrs)
 
     def attribute(self, span_attrs: Mapping[str, Any], resource: ResourceOwner) -> Owner:
-        present = span_attrs.keys() & _ALL_KEYS
-        if not present:
+        if span_attrs.keys().isdisjoint(self._span_keys):
             return resource.owner
-        span_values = {
-            dimension: _first(span_attrs, keys)
-            for dimension, keys in DIMENSION_SOURCES.items()
-            if not present.isdisjoint(keys)
-        }
-        return _combine(span_values, resource.values, resource.owner_key)
+        return self.combine(span_attrs, resource)
+
+    def combine(self, span_attrs: Mapping[str, Any], resource: ResourceOwner) -> Owner:
+        picked: dict[str, tuple[str, str]] = {}
+        for name, chain in self.chains.items():
+            found = chain.pick(span_attrs, resource.first[name]) if span_attrs else resource.first[name]
+            if found is not None:
+                picked[name] = (found[1], found[2])
+        team, team_rule = picked.get("team", (UNATTRIBUTED, UNATTRIBUTED))
+        cost_center, cost_rule = picked.get("cost_center", ("", ""))
+        if not cost_center:
+            mapped = self.config.cost_centers.get(team)
+            cost_center, cost_rule = (mapped, f"cost_centers:{team}") if mapped else (team, "team")
+        feature, feature_rule = picked.get("feature", ("", ""))
+        if not feature:
+            service = resource.owner_key
+            feature, feature_rule = (service, "resource:service.name") if service else (UNATTRIBUTED, UNATTRIBUTED)
+        agent, agent_rule = picked.get("agent", ("", ""))
+        environment, environment_rule = picked.get("environment", ("", ""))
+
+        team, team_rule = self._guard("team", team, team_rule)
+        cost_center, cost_rule = self._guard("cost_center", cost_center, cost_rule)
+        feature, feature_rule = self._guard("feature", feature, feature_rule)
+        agent, agent_rule = self._guard("agent", agent, agent_rule)
+
+        rules = {"cost_center": cost_rule, "team": team_rule, "feature": feature_rule}
+        if agent:
+            rules["agent"] = agent_rule
+        if environment:
+            rules["environment"] = environment_rule
+        tag_keys: list[str] = []
+        tag_values: list[str] = []
+        for tag in self.tags:
+            found_tag = picked.get(f"tag:{tag}")
+            if found_tag is not None:
+                tag_keys.append(tag)
+                tag_values.append(found_tag[0].replace(SEPARATOR, " "))
+                rules[f"tag:{tag}"] = found_tag[1]
+        return Owner(
+            cost_center,
+            team,
+            feature,
+            agent,
+            environment,
+            team_rule,
+            SEPARATOR.join(tag_keys),
+            SEPARATOR.join(tag_values),
+            SEPARATOR.join(rules),
+            SEPARATOR.join(rule.replace(SEPARATOR, " ") for rule in rules.values()),
+        )
+
+    def _guard(self, dimension: str, value: str, rule: str) -> tuple[str, str]:
+        """Cap a dimension's distinct values so that a mistake (a user id mapped into `team`) cannot
+        explode the rollups: past `max_values`, new values become `other`."""
+        if not value:
+            return value, rule
+        seen = self._seen[dimension]
+        if value in seen:
+            return value, rule
+        if len(seen) < self.config.max_values:
+            seen.add(value)
+            return value, rule
+        if dimension not in self._capped:
+            self._capped.add(dimension)
+            logger.warning(
+                "attribution: %s has %d distinct values (attribution.max_values); new ones are stored as %r. "
+                "Is an id mapped into it by mistake? Last rule: %s",
+                dimension,
+                len(seen),
+                OTHER,
+                rule,
+            )
+        return OTHER, f"{rule} (capped)"
