@@ -14,10 +14,20 @@ from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError, StoreURLError
 from .store.url import DEFAULT_STORE_URL, parse_store_url
@@ -236,10 +246,7 @@ def check_source(text: str) -> str:
         return text
     kind, sep, rest = text.partition(":")
     if kind == "preset":
-        from .attribution.presets import PRESETS  # the presets live with attribution
-
-        if rest not in PRESETS:
-            raise ValueError(f"unknown preset {rest!r}; known: {', '.join(sorted(PRESETS))}")
+        _check_preset(rest)
         return text
     if not sep or kind not in _SOURCE_KINDS or not rest.strip():
         raise ValueError(
@@ -288,56 +295,68 @@ class JSONSource(_Section):
         return check_source(value)
 
 
-Source = str | RegexSource | JSONSource
+def _source_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "source-json" if "json" in value else "source-regex"
+    if isinstance(value, JSONSource):
+        return "source-json"
+    return "source-regex" if isinstance(value, RegexSource) else "source-text"
+
+
+def _check_preset(name: str) -> str:
+    from .attribution.presets import PRESETS  # the presets live with attribution
+
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return name
+
+
+def _check_dimension(name: str) -> str:
+    if name not in OWNER_DIMENSIONS:
+        raise ValueError(
+            f"unknown dimension {name!r}; owner dimensions are {', '.join(OWNER_DIMENSIONS)} "
+            "(put your own under attribution.tags)"
+        )
+    return name
+
+
+def _check_tag(name: str) -> str:
+    if not _NAME.match(name) or name in OWNER_DIMENSIONS:
+        raise ValueError(f"tag name {name!r} must be snake_case and not an owner dimension")
+    return name
+
+
+# One source: text (`span:KEY`, ...) or a {regex|json, from} mapping; errors point at the item itself.
+Source = Annotated[
+    Annotated[str, AfterValidator(check_source), Tag("source-text")]
+    | Annotated[RegexSource, Tag("source-regex")]
+    | Annotated[JSONSource, Tag("source-json")],
+    Discriminator(_source_kind),
+]
 
 
 class AttributionConfig(_Section):
-    presets: list[str] = Field(default_factory=list, description="emitter presets, in order")
-    dimensions: dict[str, list[Source]] = Field(
+    presets: list[Annotated[str, AfterValidator(_check_preset)]] = Field(
+        default_factory=list, description="emitter presets, in order"
+    )
+    dimensions: dict[Annotated[str, AfterValidator(_check_dimension)], list[Source]] = Field(
         default_factory=dict, description="per owner dimension: ordered sources, first match wins"
     )
-    tags: dict[str, list[Source]] = Field(default_factory=dict, description="user-defined dimensions (tags map)")
+    tags: dict[Annotated[str, AfterValidator(_check_tag)], list[Source]] = Field(
+        default_factory=dict, description="user-defined dimensions (tags map)"
+    )
     service_catalog: Path | None = Field(None, description="YAML: service.name -> team, cost_center, feature")
     cost_centers: dict[str, str] = Field(default_factory=dict, description="team -> cost center")
     max_values: int = Field(
         1000, ge=10, le=1_000_000, description="distinct values per dimension before new ones become 'other'"
     )
 
-    @field_validator("presets")
-    @classmethod
-    def _presets(cls, value: list[str]) -> list[str]:
-        from .attribution.presets import PRESETS
-
-        for name in value:
-            if name not in PRESETS:
-                raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
-        return value
-
-    @field_validator("dimensions")
-    @classmethod
-    def _dimensions(cls, value: dict[str, list[Source]]) -> dict[str, list[Source]]:
-        for name, sources in value.items():
-            if name not in OWNER_DIMENSIONS:
-                raise ValueError(
-                    f"unknown dimension {name!r}; owner dimensions are {', '.join(OWNER_DIMENSIONS)} "
-                    "(put your own under attribution.tags)"
-                )
-            for source in sources:
-                if isinstance(source, str):
-                    check_source(source)
-        return value
-
     @field_validator("tags")
     @classmethod
-    def _tags(cls, value: dict[str, list[Source]]) -> dict[str, list[Source]]:
-        for name, sources in value.items():
-            if not _NAME.match(name) or name in OWNER_DIMENSIONS:
-                raise ValueError(f"tag name {name!r} must be snake_case and not an owner dimension")
-            for source in sources:
-                if isinstance(source, str):
-                    if source.startswith("preset:"):
-                        raise ValueError("presets name owner dimensions; list a tag's sources explicitly")
-                    check_source(source)
+    def _tag_sources(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for sources in value.values():
+            if any(isinstance(source, str) and source.startswith("preset:") for source in sources):
+                raise ValueError("presets name owner dimensions; list a tag's sources explicitly")
         return value
 
     @field_validator("service_catalog")
@@ -424,7 +443,11 @@ def _line_of(root: yaml.Node | None, location: tuple[Any, ...]) -> int | None:
 def _describe(error: ValidationError, source: str, root: yaml.Node | None) -> str:
     lines = []
     for item in error.errors():
-        location = tuple(part for part in item["loc"] if not isinstance(part, str) or not part.startswith("function-"))
+        location = tuple(
+            part
+            for part in item["loc"]
+            if not isinstance(part, str) or (not part.startswith(("function-", "source-")) and part != "[key]")
+        )
         dotted = ".".join(str(part) for part in location) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":

@@ -9,9 +9,14 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
 
 from otel_cost.config import load_config
 from otel_cost.server import Server
@@ -155,3 +160,24 @@ class RunningServer:
                 self.loop.call_soon_threadsafe(self.loop.stop)
                 self._thread.join(10)
         self.loop.close()
+
+
+def send_with_sdk_span(
+    server: RunningServer,
+    attributes: Mapping[str, Any],
+    *,
+    resource: Mapping[str, Any] | None = None,
+    scope: str = "opentelemetry.instrumentation.openai_v2",
+    version: str = "2.3b0",
+    start_ns: int | None = None,
+) -> str:
+    """One span made by the real OTel SDK and sent by the real OTLP/gRPC exporter; its span id (hex)."""
+    owner = {"service.name": "checkout-assistant", "team": "payments"} if resource is None else resource
+    provider = TracerProvider(resource=Resource.create(dict(owner)))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=server.grpc_target, insecure=True)))
+    tracer = provider.get_tracer(scope, version)
+    span = tracer.start_span("chat", kind=SpanKind.CLIENT, attributes=dict(attributes), start_time=start_ns)
+    span_id = format(span.get_span_context().span_id, "016x")
+    span.end(end_time=None if start_ns is None else start_ns + 2_000_000_000)
+    provider.shutdown()
+    return span_id

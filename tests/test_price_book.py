@@ -18,15 +18,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import SpanKind
 
 from otel_cost.pricing import CATALOG_VERSION
 
-from .helpers import RunningServer
+from .helpers import RunningServer, send_with_sdk_span
 
 MTOK = Decimal(1_000_000)
 
@@ -36,23 +31,8 @@ def at(day: str) -> int:
     return int(datetime.fromisoformat(f"{day}T12:00:00").replace(tzinfo=UTC).timestamp()) * 1_000_000_000
 
 
-def send(
-    server: RunningServer,
-    attributes: Mapping[str, Any],
-    *,
-    scope: str = "opentelemetry.instrumentation.openai_v2",
-    version: str = "2.3b0",
-    start_ns: int | None = None,
-) -> str:
-    """One span through the real SDK and OTLP/gRPC exporter; returns its span id (hex)."""
-    provider = TracerProvider(resource=Resource.create({"service.name": "checkout-assistant", "team": "payments"}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=server.grpc_target, insecure=True)))
-    tracer = provider.get_tracer(scope, version)
-    span = tracer.start_span("chat", kind=SpanKind.CLIENT, attributes=dict(attributes), start_time=start_ns)
-    span_id = format(span.get_span_context().span_id, "016x")
-    span.end(end_time=None if start_ns is None else start_ns + 2_000_000_000)
-    provider.shutdown()
-    return span_id
+def send(server: RunningServer, attributes: Mapping[str, Any], **options: Any) -> str:
+    return send_with_sdk_span(server, attributes, **options)
 
 
 def stored(server: RunningServer, span_id: str) -> dict[str, Any]:

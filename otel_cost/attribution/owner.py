@@ -167,7 +167,7 @@ class Attributor:
     def _guard(self, dimension: str, value: str, rule: str) -> tuple[str, str]:
         """Cap a dimension's distinct values so that a mistake (a user id mapped into `team`) cannot
         explode the rollups: past `max_values`, new values become `other`."""
-        if not value:
+        if not value or value in (UNATTRIBUTED, OTHER):
             return value, rule
         seen = self._seen[dimension]
         if value in seen:
