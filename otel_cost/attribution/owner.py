@@ -47,6 +47,7 @@ _CATALOG_DIMENSIONS = ("team", "cost_center", "feature")
 
 #: What a dimension's new values become once it holds `max_values` distinct ones.
 OTHER = "other"
+_CACHE_LIMIT = 20_000
 
 
 def _default_sources(dimension: str, presets: list[str], with_catalog: bool) -> list[Any]:
@@ -106,14 +107,40 @@ class Attributor:
             dimension: set() for dimension in ("cost_center", "team", "feature", "agent")
         }
         self._capped: set[str] = set()
+        # Resources repeat in every export of a service, and spans that name an owner repeat the same few
+        # values: both are worked out once (bounded, so hostile churn only costs the work).
+        self._resources: dict[tuple[tuple[str, Any], ...], ResourceOwner] = {}
+        self._owners: dict[tuple[ResourceOwner, frozenset[tuple[str, Any]]], Owner] = {}
 
     def resource(self, resource_attrs: Mapping[str, Any]) -> ResourceOwner:
-        return ResourceOwner(self, resource_attrs)
+        try:
+            key = tuple(resource_attrs.items())
+            found = self._resources.get(key)
+        except TypeError:  # a list or map value: not a key, just compute it
+            return ResourceOwner(self, resource_attrs)
+        if found is None:
+            found = ResourceOwner(self, resource_attrs)
+            if len(self._resources) >= _CACHE_LIMIT:
+                self._resources.clear()
+                self._owners.clear()
+            self._resources[key] = found
+        return found
 
     def attribute(self, span_attrs: Mapping[str, Any], resource: ResourceOwner) -> Owner:
         if span_attrs.keys().isdisjoint(self._span_keys):
             return resource.owner
-        return self.combine(span_attrs, resource)
+        present = span_attrs.keys() & self._span_keys
+        try:
+            key = (resource, frozenset([(name, span_attrs[name]) for name in present]))  # holds it: no id reuse
+            found = self._owners.get(key)
+        except TypeError:
+            return self.combine(span_attrs, resource)
+        if found is None:
+            found = self.combine(span_attrs, resource)
+            if len(self._owners) >= _CACHE_LIMIT:
+                self._owners.clear()
+            self._owners[key] = found
+        return found
 
     def combine(self, span_attrs: Mapping[str, Any], resource: ResourceOwner) -> Owner:
         picked: dict[str, tuple[str, str]] = {}
