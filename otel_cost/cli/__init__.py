@@ -8,6 +8,8 @@ import sys
 import click
 
 from .. import __version__
+from .attribution import attribution
+from .config_check import config_group
 from .demo import demo
 from .prices import prices
 from .reprice import reprice_command
@@ -51,6 +53,8 @@ cli.add_command(sql)
 cli.add_command(demo)
 cli.add_command(prices)
 cli.add_command(reprice_command)
+cli.add_command(attribution)
+cli.add_command(config_group)
 
 
 def main() -> None:
