@@ -17,7 +17,7 @@ from .options import friendly_errors
 
 # The price-override checks `prices check` runs past a file's first errors, and its line ordering:
 # one implementation, so both commands word and order a problem alike.
-from .prices import _hidden_override_problems, _line_number
+from .prices import hidden_override_problems, problem_line
 
 __all__ = ["config_group"]
 
@@ -60,7 +60,7 @@ def _hidden_catalog_problems(path: Path) -> list[str]:
 
 def _order(path: Path, problem: str) -> tuple[int, int]:
     # The config file's own problems by line first, then those of files it names (the service catalog).
-    return (0 if problem.startswith(f"{path}:") else 1, _line_number(problem))
+    return (0 if problem.startswith(f"{path}:") else 1, problem_line(problem))
 
 
 def _plural(count: int, word: str) -> str:
@@ -128,7 +128,7 @@ def check(file: Path) -> None:
         config = load_config(file)
     except ConfigError as exc:
         problems = exc.message.splitlines()
-        for extra in (*_hidden_catalog_problems(file), *_hidden_override_problems(file)):
+        for extra in (*_hidden_catalog_problems(file), *hidden_override_problems(file)):
             if extra not in problems:
                 problems.append(extra)
         for line in sorted(problems, key=lambda problem: _order(file, problem)):

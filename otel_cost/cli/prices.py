@@ -24,7 +24,7 @@ from ..pricing.ratecard import CLASSES
 from .options import format_option, friendly_errors
 from .sql import query_options, run_query
 
-__all__ = ["prices"]
+__all__ = ["hidden_override_problems", "prices", "problem_line"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -394,7 +394,7 @@ def _summary(override: PriceOverride) -> str:
     return f"{rule.identity}: {target}{variant}{change}, {when}"
 
 
-def _hidden_override_problems(path: Path) -> list[str]:
+def hidden_override_problems(path: Path) -> list[str]:
     """Overlaps and overrides that match nothing, among the overrides that are valid on their own.
 
     `load_config` checks those only once the whole file validates, so a file with an unknown key
@@ -448,7 +448,7 @@ def _override_line(root: yaml.Node | None, index: int, key: str) -> int | None:
     return int(item.start_mark.line) + 1
 
 
-def _line_number(problem: str) -> int:
+def problem_line(problem: str) -> int:
     """`file:12: key: message` -> 12, so problems read top to bottom; 0 for one without a line."""
     match = _LOCATED.match(problem)
     return int(match.group(1)) if match else 0
@@ -473,8 +473,8 @@ def check(file: Path) -> None:
         config = load_config(file)
     except ConfigError as exc:
         problems = exc.message.splitlines()
-        problems += [line for line in _hidden_override_problems(file) if line not in problems]
-        for line in sorted(problems, key=_line_number):
+        problems += [line for line in hidden_override_problems(file) if line not in problems]
+        for line in sorted(problems, key=problem_line):
             click.echo(line)
         count = len(problems)
         raise click.ClickException(f"{file}: {count} problem{'s' if count != 1 else ''}") from None
