@@ -35,7 +35,10 @@ from .store.url import DEFAULT_STORE_URL, parse_store_url
 __all__ = [
     "APIConfig",
     "AttributionConfig",
+    "BudgetConfig",
     "Config",
+    "EnforcerConfig",
+    "GatewayConfig",
     "PriceOverride",
     "PricingConfig",
     "ReceiverConfig",
@@ -367,12 +370,111 @@ class AttributionConfig(_Section):
         return value
 
 
+#: What a budget's scope may name (`service` is `service.name`; `model` the model that priced the call).
+SCOPE_DIMENSIONS = ("cost_center", "team", "feature", "agent", "service", "environment", "provider", "model")
+ScopeDimension = Literal["cost_center", "team", "feature", "agent", "service", "environment", "provider", "model"]
+_WINDOW = re.compile(r"^([1-9][0-9]*)([mhd])$")
+_WINDOW_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+_MINUTE_ROLLUP_DAYS = 14
+
+
+def window_seconds(text: str) -> int:
+    """`60m`, `24h`, `7d` -> seconds."""
+    match = _WINDOW.match(text)
+    if match is None:
+        raise ValueError(f"window must be minutes, hours or days, e.g. 60m, 24h, 7d (got {text!r})")
+    return int(match.group(1)) * _WINDOW_SECONDS[match.group(2)]
+
+
+class BudgetConfig(_Section):
+    """A spend limit over a calendar period or a rolling window, with a ladder of actions."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    scope: dict[ScopeDimension, str] = Field(default_factory=dict, description="which calls count; * wildcards")
+    per: list[ScopeDimension] = Field(default_factory=list, description="a separate limit per value of these")
+    period: Literal["day", "week", "month", "quarter"] | None = None
+    window: str | None = Field(None, description="rolling window instead of a period, e.g. 60m")
+    limit: Decimal = Field(gt=0, description="USD")
+    alert_at: list[Decimal] = Field(default_factory=list, description="fractions of the limit: alert")
+    downgrade_at: Decimal | None = Field(None, gt=0)
+    downgrade: dict[str, str] = Field(default_factory=dict, description="model -> cheaper model")
+    block_at: Decimal | None = Field(None, gt=0, description="the hard point")
+    hard_action: Literal["block", "downgrade"] = "block"
+    forecast_alert: bool = Field(True, description="alert when the forecast for the period end passes the limit")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            seconds = window_seconds(value)
+            if seconds > _MINUTE_ROLLUP_DAYS * 86400:
+                raise ValueError(f"a rolling window is at most {_MINUTE_ROLLUP_DAYS}d (use a period for longer)")
+        return value
+
+    @field_validator("alert_at")
+    @classmethod
+    def _alerts(cls, value: list[Decimal]) -> list[Decimal]:
+        if any(point <= 0 for point in value):
+            raise ValueError("alert points are fractions of the limit above 0, e.g. [0.5, 0.8]")
+        return sorted(value)
+
+    @model_validator(mode="after")
+    def _shape(self) -> BudgetConfig:
+        if (self.period is None) == (self.window is None):
+            raise ValueError("set exactly one of period (day, week, month, quarter) or window (e.g. 60m)")
+        if self.downgrade_at is not None and not self.downgrade:
+            raise ValueError("downgrade_at needs a downgrade map (model -> cheaper model)")
+        if self.hard_action == "downgrade" and not self.downgrade:
+            raise ValueError("hard_action downgrade needs a downgrade map")
+        overlap = set(self.per) & set(self.scope)
+        if overlap:
+            raise ValueError(f"{', '.join(sorted(overlap))} cannot be both in scope and in per")
+        return self
+
+
+class EnforcerConfig(_Section):
+    interval_seconds: float = Field(1.0, ge=0.05, le=3600, description="how often budgets are evaluated")
+    timezone: str = Field("UTC", description="where calendar periods start (IANA name)")
+    stale_after_seconds: int = Field(30, ge=1, description="gateways treat an older document as stale")
+    recent_minutes: int = Field(60, ge=5, le=1440, description="the recent spend rate forecasts use")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
+
+
+class GatewayConfig(_Section):
+    name: str = Field(min_length=1)
+    webhook: str = Field(pattern=r"^https?://", description="POSTed the cap state document on every change")
+    secret: str = Field(min_length=16, description="HMAC-SHA256 key for the X-Otel-Cost-Signature header")
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
 class Config(_Section):
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     api: APIConfig = Field(default_factory=APIConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    enforcer: EnforcerConfig = Field(default_factory=EnforcerConfig)
+    gateways: list[GatewayConfig] = Field(default_factory=list)
+
+    @field_validator("budgets")
+    @classmethod
+    def _budget_names(cls, value: list[BudgetConfig]) -> list[BudgetConfig]:
+        names = [budget.name for budget in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"budget names must be unique: {', '.join(repeated)}")
+        return value
 
 
 def _substitute(node: Any, path: str, environ: Mapping[str, str]) -> Any:
@@ -402,7 +504,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     overrides: dict[str, dict[str, Any]] = {}
     for section_name, field in Config.model_fields.items():
         section = field.annotation
-        assert isinstance(section, type) and issubclass(section, BaseModel)
+        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+            continue  # a list section (budgets, gateways) has no single keys to override
         for key, info in section.model_fields.items():
             env_name = f"OTEL_COST_{section_name}_{key}".upper()
             if env_name not in environ:
