@@ -372,7 +372,15 @@ class AttributionConfig(_Section):
 
 #: What a budget's scope may name (`service` is `service.name`; `model` the model that priced the call).
 SCOPE_DIMENSIONS = ("cost_center", "team", "feature", "agent", "service", "environment", "provider", "model")
-ScopeDimension = Literal["cost_center", "team", "feature", "agent", "service", "environment", "provider", "model"]
+
+
+def _check_scope_dimension(name: str) -> str:
+    if name not in SCOPE_DIMENSIONS:
+        raise ValueError(f"unknown scope dimension {name!r}; known: {', '.join(SCOPE_DIMENSIONS)}")
+    return name
+
+
+ScopeDimension = Annotated[str, AfterValidator(_check_scope_dimension)]
 _WINDOW = re.compile(r"^([1-9][0-9]*)([mhd])$")
 _WINDOW_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 _MINUTE_ROLLUP_DAYS = 14
