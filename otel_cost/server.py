@@ -22,6 +22,8 @@ import uvicorn
 from .api import api_app
 from .config import Config, parse_endpoint
 from .dedup import RecentSpans
+from .enforcer import Enforcer
+from .enforcer.webhooks import WebhookSender
 from .errors import ListenError
 from .ingest import Ingestor
 from .metrics import Metrics
@@ -81,6 +83,8 @@ class Server:
         self._uvicorns: list[tuple[_EmbeddedUvicorn, asyncio.Task[None]]] = []
         self._writer: BatchWriter | None = None
         self._pool: PipelinePool | None = None
+        self.enforcer: Enforcer | None = None
+        self._webhooks: WebhookSender | None = None
         self._sockets: list[socket.socket] = []
         self._stopped = False
 
@@ -114,13 +118,25 @@ class Server:
         recent = RecentSpans(config.store.dedup_keys)
         if config.store.dedup_window_seconds:
             await asyncio.to_thread(recent.preload, store, config.store.dedup_window_seconds)
+        enforcer = self.enforcer = Enforcer(store, config)
+        if config.gateways:
+            self._webhooks = WebhookSender(config.gateways)
+            enforcer.state.on_change(self._webhooks.notify)
+        if config.budgets:
+            await asyncio.to_thread(enforcer.poll_once)  # gateways never see an empty state from a live server
+
+        def flushed(rows: int, seconds: float) -> None:
+            self.metrics.on_flush(rows, seconds)
+            enforcer.nudge()  # new spend is queryable: evaluate budgets now, not at the next tick
+
         self._writer = BatchWriter(
             store,
             max_batch_rows=config.store.batch_size,
             max_pending_rows=config.store.queue_size,
             max_delay_millis=config.store.flush_interval_millis,
-            on_flush=self.metrics.on_flush,
+            on_flush=flushed,
         )
+        enforcer.start()
         self.metrics.track_pending(lambda: self._writer.pending_rows if self._writer else 0)
         self._pool = PipelinePool(config.receiver.workers, config.pricing.overrides, config.attribution)
         await self._pool.start()
@@ -202,6 +218,10 @@ class Server:
             sock.close()
         if self._writer is not None:
             await asyncio.to_thread(self._writer.shutdown, grace_seconds * 1000 + 10_000)
+        if self.enforcer is not None:
+            await asyncio.to_thread(self.enforcer.stop)
+        if self._webhooks is not None:
+            await asyncio.to_thread(self._webhooks.stop)
         if self._pool is not None:
             await asyncio.to_thread(self._pool.shutdown)
         if self.store is not None and self._given_store is None:
