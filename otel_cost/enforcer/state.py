@@ -1,15 +1,17 @@
 """The cap state document and its version: what gateways read (`GET /v1/caps`, webhooks).
 
 `version` changes only when a decision does: a cap appearing or going, or its action or downgrade map
-changing. Spend, forecast and reason text refresh on every evaluation without a new version, so a
-gateway long-polling on the version wakes when there is something to do, not every second. The ETag is
-weak for the same reason.
+changing. It is derived from the decisions themselves (48 bits of their SHA-256), so every enforcer
+replica reading the same store publishes the same version for the same state. Spend, forecast and
+reason text refresh on every evaluation without a new version, so a gateway long-polling on the
+version wakes when there is something to do, not every second. The ETag is weak for the same reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import threading
 from collections.abc import Callable
@@ -68,7 +70,7 @@ class CapState:
         with self._lock:
             changed = decisions != self._decisions
             if changed:
-                self.version += 1
+                self.version = _version(decisions)
                 self._decisions = decisions
             self._document = self._build(caps, generated_at)
             self._body = json.dumps(self._document).encode()
@@ -104,6 +106,11 @@ class CapState:
             with self._lock:
                 if (loop, future) in self._waiters:
                     self._waiters.remove((loop, future))
+
+
+def _version(decisions: list[tuple[Any, ...]]) -> int:
+    digest = hashlib.sha256(json.dumps(decisions, separators=(",", ":")).encode()).digest()
+    return int.from_bytes(digest[:6], "big") or 1
 
 
 def _wake(future: asyncio.Future[None]) -> None:
