@@ -19,29 +19,56 @@ set-based and never row by row:
 
 Money never passes through a float: costs are read as text, held as integers of 10^-24 USD, compared
 exactly, and written as exact decimal text. A second run finds nothing to change. A run interrupted
-between steps 2 and 4 leaves its pending table behind; the next run settles it (the corrections carry
-a deduplication token per run, so they are never inserted twice) before doing its own work.
+between steps 2 and 4 leaves its pending table behind; the next run, of either kind, settles it before
+doing its own work (the pending table is marked once the rollups are corrected, and the corrections
+carry a deduplication token per run, so they are never inserted twice).
+
+The chunked reading, the pending table, the rollup corrections, the run lock and the settling of
+interrupted runs are shared with re-attribution: `rewrite`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Context, Decimal, InvalidOperation
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from .errors import OtelCostError
-from .model import COST_SCALE, Call, units_to_decimal
+from .model import Call, units_to_decimal
 from .pricing import PriceBook
+from .rewrite import (
+    CHUNK_ROWS,
+    Pending,
+    RewriteBusyError,
+    RewriteIncompleteError,
+    RewriteKind,
+    Target,
+    correct_rollups,
+    decimal_sql,
+    exclusive,
+    iso,
+    kill_mutation,
+    milli_sql,
+    ns,
+    parse_when,
+    quote,
+    range_sql,
+    record_run,
+    rollup_side,
+    settle_abandoned,
+    text_units,
+    time_sql,
+    units_text,
+)
 from .store.base import Store
-from .store.wire import tsv_line
 
 __all__ = [
+    "CHUNK_ROWS",
+    "REPRICE",
     "ChangeGroup",
     "RepriceBusyError",
     "RepriceIncompleteError",
@@ -54,40 +81,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Rows read (and priced) per query: bounds memory whatever the range.
-CHUNK_ROWS = 50_000
-#: Changes sent to the pending table per statement.
-_INSERT_ROWS = 20_000
-#: On a ClickHouse server another process may be mid-run: its pending table is left alone this long.
-#: (An embedded store has one process, whose lock excludes a second run: any pending table is a dead run's.)
-_ABANDONED_AFTER = timedelta(hours=1)
-#: `spend_minute` keeps 14 days (its TTL): older buckets get no corrections (they are being dropped).
-_MINUTE_TTL = "INTERVAL 14 DAY"
 _NO_USAGE = "no usage reported"
-_PENDING_PREFIX = "reprice_pending_"
-_EXACT = Context(prec=80)
-_SCALE = 10**COST_SCALE
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-# One run at a time per process: two runs reading the same old rows would both correct the rollups.
-_RUN_LOCK = threading.Lock()
 
 #: What a call is priced from, besides its tokens (the `Call` attributes of the same names).
 _TEXT_FIELDS = ("provider", "request_model", "response_model", "service_tier", "processing", "status")
-#: The rollup's model dimension, as the materialized views compute it (002_spend_rollups.sql).
-_MODEL_SQL = "if(priced_model != '', priced_model, if(response_model != '', response_model, request_model))"
-_ROLLUP_DIMENSIONS = "cost_center, team, feature, agent, service_name, environment, provider"
-_ROLLUP_TOKENS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+#: The columns a run rewrites (none is in the sorting key of `requests`: one UPDATE mutation does it).
+_PRICE_COLUMNS = ("cost", "priced", "priced_model", "price_version", "unpriced_reason")
 
 
-class RepriceBusyError(OtelCostError):
-    """Another re-pricing run is in progress in this process."""
+class RepriceBusyError(RewriteBusyError):
+    """Another re-pricing (or re-attribution) run is in progress in this process."""
 
 
-class RepriceIncompleteError(OtelCostError):
+class RepriceIncompleteError(RewriteIncompleteError):
     """Rows were re-priced but the rollups not yet corrected; the next run completes it."""
-
-    retryable = True
 
 
 @dataclass
@@ -152,10 +159,10 @@ class RepriceResult:
         return {
             "run_id": self.run_id,
             "dry_run": self.dry_run,
-            "since": _iso(self.since),
-            "until": _iso(self.until),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at) if self.finished_at else None,
+            "since": iso(self.since),
+            "until": iso(self.until),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at) if self.finished_at else None,
             "rows_examined": self.rows_examined,
             "rows_changed": self.rows_changed,
             "old_total": units_text(self.old_total_units),
@@ -205,72 +212,6 @@ class RepriceResult:
         )
 
 
-# --- exact money -------------------------------------------------------------------------------
-
-
-def text_units(text: str) -> int:
-    """A decimal amount as text ("1.5", "-0.000000000000000000000001") -> integer 10^-24 USD, exactly."""
-    try:
-        scaled = Decimal(text).scaleb(COST_SCALE, _EXACT)
-    except InvalidOperation:
-        raise ValueError(f"not a decimal amount: {text!r}") from None
-    if not scaled.is_finite() or scaled != scaled.to_integral_value(context=_EXACT):
-        raise ValueError(f"{text!r} has more than {COST_SCALE} decimal places")
-    return int(scaled)
-
-
-def units_text(units: int) -> str:
-    """Integer 10^-24 USD -> plain decimal text, never an exponent, trailing zeros dropped."""
-    sign = "-" if units < 0 else ""
-    whole, fraction = divmod(abs(units), _SCALE)
-    digits = f"{fraction:0{COST_SCALE}d}".rstrip("0")
-    return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
-
-
-# --- dates -------------------------------------------------------------------------------------
-
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def parse_when(text: str) -> datetime:
-    """`YYYY-MM-DD` (midnight UTC) or an ISO 8601 date and time (UTC unless it names an offset)."""
-    value = text.strip()
-    try:
-        if _DAY.match(value):
-            parsed = datetime.strptime(value, "%Y-%m-%d")
-        else:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD, UTC) or an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def _ns(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
-def _from_ns(ns: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=ns // 1000)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _time_sql(ns: int) -> str:
-    return f"fromUnixTimestamp64Nano(toInt64({int(ns)}), 'UTC')"
-
-
-def _range_sql(lo_ns: int, hi_ns: int) -> str:
-    return f"timestamp >= {_time_sql(lo_ns)} AND timestamp < {_time_sql(hi_ns)}"
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 # --- the run -----------------------------------------------------------------------------------
 
 
@@ -307,13 +248,10 @@ def reprice(
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since and until must be timezone-aware (UTC)")
     if since >= until:
-        raise ValueError(f"since ({_iso(since)}) must be before until ({_iso(until)})")
-    if not _RUN_LOCK.acquire(blocking=False):
-        raise RepriceBusyError("a re-pricing run is already in progress; try again when it has finished")
-    try:
+        raise ValueError(f"since ({iso(since)}) must be before until ({iso(until)})")
+    busy = RepriceBusyError("a re-pricing or re-attribution run is already in progress; try again when it has finished")
+    with exclusive(busy):
         return _Run(store, book, since, until, dry_run, progress, chunk_rows).execute()
-    finally:
-        _RUN_LOCK.release()
 
 
 class _Run:
@@ -329,15 +267,16 @@ class _Run:
     ) -> None:
         self.store = store
         self.book = book
-        self.since_ns = _ns(since)
-        self.until_ns = _ns(until)
+        self.target = Target(store, ns(since), ns(until))
+        self.since_ns = self.target.since_ns
+        self.until_ns = self.target.until_ns
         self.dry_run = dry_run
         self.progress = progress
         self.chunk_rows = max(1, chunk_rows)
         started = datetime.now(UTC)
         run_id = f"{started:%Y%m%d%H%M%S}_{uuid.uuid4().hex[:8]}"
         self.result = RepriceResult(run_id, since, until, dry_run, started)
-        self.database = str(store.query("SELECT currentDatabase()").scalar())
+        self.database = self.target.database
         self.columns = {
             row[0]
             for row in store.query(
@@ -352,7 +291,7 @@ class _Run:
     def execute(self) -> RepriceResult:
         result = self.result
         if not self.dry_run:
-            result.recovered = _settle_abandoned(self.store, self.database)
+            result.recovered = settle_abandoned(self.store, self.database)
         changes = self._examine()
         result.rows_changed = len(changes)
         if not self.dry_run:
@@ -364,51 +303,16 @@ class _Run:
 
     # -- reading and pricing --------------------------------------------------------------------
 
-    def _windows(self) -> list[tuple[int, int, int]]:
-        """[lo, hi) time windows of about `chunk_rows` rows each, from per-hour (then per-minute) counts."""
-        windows: list[tuple[int, int, int]] = []
-
-        def plan(lo_ns: int, hi_ns: int, unit: str, unit_ns: int) -> None:
-            counts = self.store.query(
-                f"SELECT toUnixTimestamp64Nano(toDateTime64({unit}(timestamp), 9, 'UTC')) AS bucket, count() "
-                f"FROM requests WHERE {_range_sql(lo_ns, hi_ns)} GROUP BY bucket ORDER BY bucket"
-            ).rows
-            start, size = lo_ns, 0
-            for bucket_text, count_value in counts:
-                bucket, count = int(bucket_text), int(count_value)
-                bucket_end = min(hi_ns, bucket + unit_ns)
-                if count > self.chunk_rows and unit == "toStartOfHour":
-                    if size:
-                        windows.append((start, max(lo_ns, bucket), size))
-                    plan(max(lo_ns, bucket), bucket_end, "toStartOfMinute", 60 * 10**9)
-                    start, size = bucket_end, 0
-                    continue
-                if size and size + count > self.chunk_rows:
-                    windows.append((start, max(lo_ns, bucket), size))
-                    start, size = max(lo_ns, bucket), 0
-                size += count
-            if size:
-                windows.append((start, hi_ns, size))
-
-        plan(self.since_ns, self.until_ns, "toStartOfHour", 3600 * 10**9)
-        return windows
-
     def _examine(self) -> list[_Change]:
         result = self.result
-        windows = self._windows()
+        windows = self.target.windows(self.chunk_rows)
         total = sum(size for _, _, size in windows)
         versions: set[str] = set()
         replaced: set[str] = set()
         groups: dict[tuple[str, str, str, str], ChangeGroup] = {}
         changes: list[_Change] = []
         skipped = 0
-        duplicates = {
-            (row[0], row[1])
-            for row in self.store.query(
-                f"SELECT trace_id, span_id FROM requests WHERE {_range_sql(self.since_ns, self.until_ns)} "
-                "GROUP BY trace_id, span_id HAVING count() > 1"
-            ).rows
-        }
+        duplicates = self.target.shared_keys()
         selected = ", ".join(
             [
                 "trace_id",
@@ -428,7 +332,7 @@ class _Run:
         )
         texts, tokens = len(self.text_fields), len(self.token_fields)
         for lo_ns, hi_ns, _ in windows:
-            rows = self.store.query(f"SELECT {selected} FROM requests WHERE {_range_sql(lo_ns, hi_ns)}").rows
+            rows = self.store.query(f"SELECT {selected} FROM requests WHERE {range_sql(lo_ns, hi_ns)}").rows
             for row in rows:
                 trace_id, span_id, end_ns, duration_ns = row[0], row[1], int(row[2]), int(row[3])
                 call = Call()
@@ -513,56 +417,41 @@ class _Run:
 
     def _apply(self, changes: list[_Change]) -> None:
         store, result = self.store, self.result
-        pending = f"{_PENDING_PREFIX}{result.run_id}"
-        qualified = f"{self.database}.{pending}"
-        # The range travels with the table (its comment), for a later run that settles it after a crash.
-        store.execute(
-            f"CREATE TABLE {qualified} (trace_id String, span_id String, hit UInt8, cost Decimal(38, 24), "
-            "priced UInt8, priced_model String, price_version String, unpriced_reason String, "
-            "old_cost Decimal(38, 24), old_priced UInt8, old_model String) "
-            f"ENGINE = Join(ANY, LEFT, trace_id, span_id) COMMENT '{self.since_ns}:{self.until_ns}'"
-        )
-        for start in range(0, len(changes), _INSERT_ROWS):
-            lines = [
-                tsv_line(
-                    (
-                        change.trace_id,
-                        change.span_id,
-                        "1",
-                        units_text(change.cost_units),
-                        "1" if change.priced else "0",
-                        change.priced_model,
-                        change.price_version,
-                        change.reason,
-                        units_text(change.old_units),
-                        "1" if change.old_priced else "0",
-                        change.old_model,
-                    )
+        pending = Pending(store, self.database, f"{REPRICE.prefix}{result.run_id}", self.since_ns, self.until_ns)
+        pending.create(_PENDING_COLUMNS)
+        pending.insert(
+            [
+                (
+                    change.trace_id,
+                    change.span_id,
+                    units_text(change.cost_units),
+                    "1" if change.priced else "0",
+                    change.priced_model,
+                    change.price_version,
+                    change.reason,
+                    units_text(change.old_units),
+                    "1" if change.old_priced else "0",
+                    change.old_model,
                 )
-                for change in changes[start : start + _INSERT_ROWS]
+                for change in changes
             ]
-            store.execute(f"INSERT INTO {qualified} FORMAT TabSeparated\n" + "\n".join(lines) + "\n")
+        )
 
         error: OtelCostError | None = None
-        get = f"joinGet('{qualified}', '{{}}', trace_id, span_id)"
         try:
             store.execute(
                 f"ALTER TABLE {self.database}.requests UPDATE "
-                + ", ".join(
-                    f"{column} = {get.format(column)}"
-                    for column in ("cost", "priced", "priced_model", "price_version", "unpriced_reason")
-                )
-                + f" WHERE {_range_sql(self.since_ns, self.until_ns)} AND {get.format('hit')} = 1"
+                + ", ".join(f"{column} = {pending.get(column)}" for column in _PRICE_COLUMNS)
+                + f" WHERE {pending.range} AND {pending.hit}"
                 " SETTINGS mutations_sync = 2"
             )
         except OtelCostError as exc:
             error = exc
             logger.error("re-pricing run %s: the mutation failed: %s", result.run_id, exc.message)
-            # A mutation left queued would go on changing rows after we settled the rollups.
-            _kill_mutation(store, self.database, pending)
+            kill_mutation(store, self.database, pending.name)
         # Settled from what the mutation actually did, whether it finished or not.
         try:
-            applied, delta_units = _settle(store, self.database, pending, result.run_id, self.since_ns, self.until_ns)
+            applied, delta_units = _settle(store, pending, result.run_id)
         except OtelCostError as exc:
             # Not recorded, so the pending table marks the run as unsettled: the next run completes it.
             raise RepriceIncompleteError(
@@ -579,139 +468,76 @@ class _Run:
         if error is not None:
             result.finished_at = datetime.now(UTC)
             self._record()
-            store.execute(f"DROP TABLE IF EXISTS {qualified}")
+            pending.drop()
             raise error
-        store.execute(f"DROP TABLE IF EXISTS {qualified}")
+        pending.drop()
 
     def _record(self) -> None:
-        _record_run(self.store, self.result)
-
-
-def _record_run(store: Store, result: RepriceResult) -> None:
-    finished = result.finished_at or datetime.now(UTC)
-    values = ", ".join(
-        [
-            _quote(result.run_id),
-            f"fromUnixTimestamp64Milli(toInt64({_ns(result.started_at) // 1_000_000}), 'UTC')",
-            f"fromUnixTimestamp64Milli(toInt64({_ns(finished) // 1_000_000}), 'UTC')",
-            _time_sql(_ns(result.since)),
-            _time_sql(_ns(result.until)),
-            "[" + ", ".join(_quote(version) for version in result.price_versions) + "]::Array(String)",
-            "[" + ", ".join(_quote(version) for version in result.replaced_versions) + "]::Array(String)",
-            str(result.rows_examined),
-            str(result.rows_changed),
-            f"toDecimal128({_quote(units_text(result.old_total_units))}, 24)",
-            f"toDecimal128({_quote(units_text(result.new_total_units))}, 24)",
-            _quote(result.status),
-            _quote(result.message),
-        ]
-    )
-    store.execute(
-        "INSERT INTO reprice_runs (run_id, started_at, finished_at, since, until, price_versions, "
-        "replaced_versions, rows_examined, rows_changed, old_total, new_total, status, message) "
-        f"SELECT {values}"
-    )
-
-
-def _kill_mutation(store: Store, database: str, pending: str) -> None:
-    try:
-        store.execute(
-            f"KILL MUTATION WHERE database = {_quote(database)} AND table = 'requests' "
-            f"AND position(command, {_quote(pending)}) > 0 SYNC"
+        result = self.result
+        record_run(
+            self.store,
+            REPRICE.runs_table,
+            {
+                "run_id": quote(result.run_id),
+                "started_at": milli_sql(result.started_at),
+                "finished_at": milli_sql(result.finished_at or datetime.now(UTC)),
+                "since": time_sql(ns(result.since)),
+                "until": time_sql(ns(result.until)),
+                "price_versions": _strings_sql(result.price_versions),
+                "replaced_versions": _strings_sql(result.replaced_versions),
+                "rows_examined": str(result.rows_examined),
+                "rows_changed": str(result.rows_changed),
+                "old_total": decimal_sql(result.old_total_units),
+                "new_total": decimal_sql(result.new_total_units),
+                "status": quote(result.status),
+                "message": quote(result.message),
+            },
         )
-    except OtelCostError as exc:  # the pending table stays; a later run settles it
-        logger.error("could not cancel the mutation of %s: %s", pending, exc.message)
 
 
-def _settle(store: Store, database: str, pending: str, run_id: str, since_ns: int, until_ns: int) -> tuple[int, int]:
-    """Correct both rollups for the rows `pending`'s mutation changed; (rows, billable cost delta units).
+def _strings_sql(values: list[str]) -> str:
+    return "[" + ", ".join(quote(value) for value in values) + "]::Array(String)"
+
+
+#: The pending table: each changed row's new price columns, and what the rollups held for it before.
+_PENDING_COLUMNS = (
+    ("cost", "Decimal(38, 24)"),
+    ("priced", "UInt8"),
+    ("priced_model", "String"),
+    ("price_version", "String"),
+    ("unpriced_reason", "String"),
+    ("old_cost", "Decimal(38, 24)"),
+    ("old_priced", "UInt8"),
+    ("old_model", "String"),
+)
+
+
+def _settle(store: Store, pending: Pending, run_id: str) -> tuple[int, int]:
+    """Correct both rollups for the rows `pending`'s mutation changed (unless they are already);
+    (rows, billable cost delta units).
 
     A row counts as changed when it now holds the new values (every pending row differs from its old
-    values in at least one of them). The inserts carry a token per run and table: settling the same
-    run twice (after a crash, or a retry) inserts nothing the second time.
+    values in at least one of them). Each contributes twice: minus its old self at the old key, plus
+    its new self at the new key; where the key did not move the two meet in one group, calls and
+    tokens cancel and the cost difference remains.
     """
-    qualified = f"{database}.{pending}"
-
-    def get(column: str) -> str:
-        return f"joinGet('{qualified}', '{column}', trace_id, span_id)"
-
-    applied = (
-        f"{_range_sql(since_ns, until_ns)} AND {get('hit')} = 1 AND cost = {get('cost')} "
-        f"AND priced = {get('priced')} AND priced_model = {get('priced_model')} "
-        f"AND price_version = {get('price_version')} AND unpriced_reason = {get('unpriced_reason')}"
+    get = pending.get
+    applied = f"{pending.range} AND {pending.hit} AND " + " AND ".join(
+        f"{column} = {get(column)}" for column in _PRICE_COLUMNS
     )
     count, delta = store.query(
         f"SELECT count(), toString(sumIf(cost - {get('old_cost')}, billable = 1)) FROM requests WHERE {applied}"
     ).rows[0]
     if not int(count):
         return 0, 0
-    # Each changed row contributes twice: minus its old self at the old key, plus its new self at the
-    # new key. Where the key did not move the two meet in one group: calls and tokens cancel, the cost
-    # difference remains.
-    sides = (
-        f"[(toString({get('old_model')}), {get('old_priced')}, toInt64(-1), -{get('old_cost')}), "
-        f"(toString({_MODEL_SQL}), priced, toInt64(1), cost)]"
-    )
-    tokens = ", ".join(f"sum(side.3 * toInt64({column}))" for column in _ROLLUP_TOKENS)
-    for table, bucket, extra in (
-        ("spend_hour", "hour", ""),
-        ("spend_minute", "minute", f" AND toStartOfMinute(timestamp) > now() - {_MINUTE_TTL}"),
-    ):
-        start = "toStartOfHour" if bucket == "hour" else "toStartOfMinute"
-        store.execute(
-            f"INSERT INTO {database}.{table} ({bucket}, {_ROLLUP_DIMENSIONS}, model, billable, priced, calls, cost, "
-            f"{', '.join(_ROLLUP_TOKENS)}) "
-            f"SETTINGS insert_deduplicate = 1, insert_deduplication_token = {_quote(f'reprice-{run_id}')} "
-            f"SELECT {start}(timestamp) AS bucket, {_ROLLUP_DIMENSIONS}, side.1 AS side_model, billable, "
-            f"side.2 AS side_priced, sum(side.3) AS side_calls, sum(side.4) AS side_cost, {tokens} "
-            f"FROM {database}.requests ARRAY JOIN {sides} AS side "
-            f"WHERE {applied}{extra} "
-            f"GROUP BY bucket, {_ROLLUP_DIMENSIONS}, side_model, billable, side_priced "
-            "HAVING side_calls != 0 OR side_cost != 0"
+    if not pending.corrected:
+        old = rollup_side(-1, {"model": get("old_model"), "priced": get("old_priced"), "cost": get("old_cost")})
+        new = rollup_side(1)
+        correct_rollups(
+            store, pending.database, f"{pending.database}.requests", applied, [old, new], f"reprice-{run_id}"
         )
+        pending.mark_corrected()
     return int(count), text_units(delta)
 
 
-def _settle_abandoned(store: Store, database: str) -> list[str]:
-    """Settle the pending tables of runs that died after their mutation; returns their run ids."""
-    rows = store.query(
-        "SELECT name, comment, toUnixTimestamp(metadata_modification_time) FROM system.tables "
-        f"WHERE database = currentDatabase() AND startsWith(name, '{_PENDING_PREFIX}')"
-    ).rows
-    if not rows:
-        return []
-    settled = []
-    now = datetime.now(UTC)
-    embedded = store.url.startswith("chdb:")
-    for name, comment, modified in rows:
-        run_id = name.removeprefix(_PENDING_PREFIX)
-        # A run records itself only after settling the rollups: recorded means only the drop was missed.
-        if int(store.query(f"SELECT count() FROM reprice_runs WHERE run_id = {_quote(run_id)}").scalar()):
-            store.execute(f"DROP TABLE IF EXISTS {database}.{name}")
-            continue
-        if not embedded and now - datetime.fromtimestamp(int(modified), UTC) < _ABANDONED_AFTER:
-            continue  # perhaps another process's run, still going
-        running = int(
-            store.query(
-                "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND table = 'requests' "
-                f"AND NOT is_done AND position(command, {_quote(name)}) > 0"
-            ).scalar()
-        )
-        if running:
-            logger.warning("re-pricing run %s: its mutation is still running; settling it later", run_id)
-            continue
-        since_text, _, until_text = str(comment).partition(":")
-        since_ns, until_ns = int(since_text or 0), int(until_text or 2**62)
-        applied, delta = _settle(store, database, name, run_id, since_ns, until_ns)
-        recovered = RepriceResult(
-            run_id, _from_ns(since_ns), _from_ns(until_ns), False, datetime.now(UTC), datetime.now(UTC)
-        )
-        recovered.rows_changed = applied
-        recovered.new_total_units = delta
-        recovered.status = "recovered"
-        recovered.message = "interrupted run settled by a later one; new_total - old_total is its change"
-        _record_run(store, recovered)
-        store.execute(f"DROP TABLE IF EXISTS {database}.{name}")
-        logger.warning("re-pricing run %s was interrupted; its %d changed rows are now in the rollups", run_id, applied)
-        settled.append(run_id)
-    return settled
+REPRICE = RewriteKind("reprice", "re-pricing", "reprice_runs", _settle, delta_column="new_total")

@@ -1,4 +1,5 @@
-"""The API on port 8318: health, readiness, read-only SQL, re-pricing, Prometheus metrics, OpenAPI.
+"""The API on port 8318: health, readiness, read-only SQL, re-pricing, re-attribution, Prometheus metrics,
+OpenAPI.
 
 Every error has one JSON shape: `{"error": {"status": 400, "code": "bad_request", "message": "..."}}`.
 """
@@ -10,7 +11,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,8 +23,10 @@ from ..config import Config
 from ..errors import OtelCostError, QueryError, UnauthenticatedError
 from ..metrics import Metrics
 from ..pricing import PriceBook
+from ..reattribute import ReattributeResult, reattribute
 from ..receiver.auth import BearerTokens
-from ..reprice import RepriceBusyError, RepriceResult, parse_when, reprice
+from ..reprice import RepriceResult, parse_when, reprice
+from ..rewrite import RewriteBusyError
 from ..store.base import Store
 from .openapi import OPENAPI
 
@@ -46,6 +49,16 @@ _MAX_SQL_BYTES = 1024 * 1024
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
+class _Run(Protocol):
+    """A re-pricing or re-attribution run's result."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+#: A run, given its progress callback (None: no progress wanted).
+_Runner = Callable[[Callable[[int, int], None] | None], _Run]
+
+
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse(
         {"error": {"status": status, "code": _CODES.get(status, "error"), "message": message}},
@@ -61,9 +74,10 @@ def api_app(
     *,
     config: Config | None = None,
 ) -> Starlette:
-    """The API app. `config` (the server's own) enables `POST /v1/reprice`: it prices with the server's
-    price overrides and is guarded by `api.admin_tokens` (by `api.read_tokens` when no admin token is
-    set, so a server that guards its reads never leaves writes open)."""
+    """The API app. `config` (the server's own) enables `POST /v1/reprice` and `POST /v1/reattribute`:
+    they price with the server's price overrides and attribute with its attribution rules, and are
+    guarded by `api.admin_tokens` (by `api.read_tokens` when no admin token is set, so a server that
+    guards its reads never leaves writes open)."""
 
     def authorize(request: Request) -> None:
         read_tokens.check(request.headers.get("authorization"))
@@ -84,7 +98,8 @@ def api_app(
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse({**OPENAPI, "paths": {**OPENAPI["paths"], "/v1/reprice": REPRICE_OPENAPI}})
+        paths = {**OPENAPI["paths"], "/v1/reprice": REPRICE_OPENAPI, "/v1/reattribute": REATTRIBUTE_OPENAPI}
+        return JSONResponse({**OPENAPI, "paths": paths})
 
     async def read_json(request: Request) -> Any:
         """The request's JSON document (None when it is not JSON); HTTPException(413) when too large."""
@@ -127,13 +142,18 @@ def api_app(
             {"columns": [{"name": name, "type": kind} for name, kind in result.columns], "rows": result.rows}
         )
 
-    async def reprice_endpoint(request: Request) -> Response:
+    async def rewrite_run(
+        request: Request, what: str, needs: str, start: Callable[[datetime, datetime, bool], _Runner]
+    ) -> Response:
+        """A re-pricing or re-attribution run (`what` names it in messages, `needs` what of the server's
+        config it uses) over the body's range: `start(since, until, dry_run)` gives the run to call.
+        Streams NDJSON progress when asked."""
         try:
             admin_tokens.check(request.headers.get("authorization"))
         except UnauthenticatedError as exc:
             return error_response(401, exc.message)
         if config is None:
-            return error_response(503, "re-pricing is not available: this API was started without its price book")
+            return error_response(503, f"{what} is not available: this API was started without {needs}")
         document = await read_json(request)
         if not isinstance(document, dict) or not isinstance(document.get("since"), str):
             return error_response(
@@ -147,24 +167,46 @@ def api_app(
                 raise ValueError(f"since ({document['since']}) must be before until ({until_text or 'now'})")
         except ValueError as exc:
             return error_response(400, str(exc))
-        dry_run = document.get("dry_run") is True
-        overrides = config.pricing.overrides
-
-        def run(progress: Callable[[int, int], None] | None) -> RepriceResult:
-            # A price book is not thread-safe: each run has its own, from the server's own overrides.
-            return reprice(store, PriceBook(overrides), since, until, dry_run=dry_run, progress=progress)
-
+        run = start(since, until, document.get("dry_run") is True)
         if document.get("progress") is not True:
             try:
                 result = await asyncio.to_thread(run, None)
-            except RepriceBusyError as exc:
+            except RewriteBusyError as exc:
                 return error_response(409, exc.message)
             except QueryError as exc:
                 return error_response(400, exc.message)
             except OtelCostError as exc:
                 return error_response(503, exc.message)
+            except ValueError as exc:  # rules the run cannot apply
+                return error_response(400, str(exc))
             return JSONResponse(result.to_dict())
-        return StreamingResponse(_progress_lines(run), media_type="application/x-ndjson")
+        return StreamingResponse(_progress_lines(run, what), media_type="application/x-ndjson")
+
+    async def reprice_endpoint(request: Request) -> Response:
+        def start(since: datetime, until: datetime, dry_run: bool) -> _Runner:
+            assert config is not None  # rewrite_run answers 503 without it
+            overrides = config.pricing.overrides
+
+            def run(progress: Callable[[int, int], None] | None) -> RepriceResult:
+                # A price book is not thread-safe: each run has its own, from the server's own overrides.
+                return reprice(store, PriceBook(overrides), since, until, dry_run=dry_run, progress=progress)
+
+            return run
+
+        return await rewrite_run(request, "re-pricing", "its price book", start)
+
+    async def reattribute_endpoint(request: Request) -> Response:
+        def start(since: datetime, until: datetime, dry_run: bool) -> _Runner:
+            assert config is not None  # rewrite_run answers 503 without it
+            rules = config.attribution
+
+            def run(progress: Callable[[int, int], None] | None) -> ReattributeResult:
+                # The run builds its own Attributor from the server's rules (one is not thread-safe).
+                return reattribute(store, rules, since, until, dry_run=dry_run, progress=progress)
+
+            return run
+
+        return await rewrite_run(request, "re-attribution", "its attribution rules", start)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -178,12 +220,13 @@ def api_app(
             Route("/openapi.json", openapi),
             Route("/v1/sql", sql, methods=["POST"]),
             Route("/v1/reprice", reprice_endpoint, methods=["POST"]),
+            Route("/v1/reattribute", reattribute_endpoint, methods=["POST"]),
         ],
         exception_handlers={HTTPException: http_error},
     )
 
 
-async def _progress_lines(run: Callable[[Callable[[int, int], None] | None], RepriceResult]) -> AsyncIterator[bytes]:
+async def _progress_lines(run: _Runner, what: str) -> AsyncIterator[bytes]:
     """A long run as NDJSON: `{"progress": {"rows_examined": n, "rows_total": m}}` lines while it reads,
     then one `{"result": {...}}` or `{"error": {...}}` (the status line went out before the run ended)."""
     loop = asyncio.get_running_loop()
@@ -206,11 +249,13 @@ async def _progress_lines(run: Callable[[Callable[[int, int], None] | None], Rep
     except Exception as exc:
         # The status line went out long ago: the failure is the stream's last line.
         if isinstance(exc, OtelCostError):
-            status = 409 if isinstance(exc, RepriceBusyError) else 400 if isinstance(exc, QueryError) else 503
+            status = 409 if isinstance(exc, RewriteBusyError) else 400 if isinstance(exc, QueryError) else 503
             message = exc.message
+        elif isinstance(exc, ValueError):  # rules the run cannot apply
+            status, message = 400, str(exc)
         else:
-            logger.exception("re-pricing failed")
-            status, message = 500, f"re-pricing failed: {exc}"
+            logger.exception("%s failed", what)
+            status, message = 500, f"{what} failed: {exc}"
         error = {"status": status, "code": _CODES.get(status, "error"), "message": message}
         yield (json.dumps({"error": error}) + "\n").encode()
         return
@@ -253,6 +298,26 @@ REPRICE_OPENAPI: dict[str, Any] = {
                 "content": {"application/json": {"schema": _ERROR_REF}},
             },
             "409": {"description": "a run is in progress", "content": {"application/json": {"schema": _ERROR_REF}}},
+        },
+    }
+}
+
+
+REATTRIBUTE_OPENAPI: dict[str, Any] = {
+    "post": {
+        **REPRICE_OPENAPI["post"],
+        "summary": "Apply the server's current attribution rules to stored calls (used by `otel-cost reattribute`)",
+        "responses": {
+            **REPRICE_OPENAPI["post"]["responses"],
+            "200": {
+                "description": "the run: rows examined, changed and moved, billable and unattributed totals "
+                "(exact strings), the owner changes",
+                "content": {"application/json": {"schema": {"type": "object"}}, "application/x-ndjson": {}},
+            },
+            "400": {
+                "description": "invalid dates, or rules that read attributes rows do not store",
+                "content": {"application/json": {"schema": _ERROR_REF}},
+            },
         },
     }
 }

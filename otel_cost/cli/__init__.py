@@ -12,6 +12,7 @@ from .attribution import attribution
 from .config_check import config_group
 from .demo import demo
 from .prices import prices
+from .reattribute import reattribute_command
 from .reprice import reprice_command
 from .serve import serve
 from .sql import sql
@@ -53,6 +54,7 @@ cli.add_command(sql)
 cli.add_command(demo)
 cli.add_command(prices)
 cli.add_command(reprice_command)
+cli.add_command(reattribute_command)
 cli.add_command(attribution)
 cli.add_command(config_group)
 

@@ -13,20 +13,21 @@ from typing import Any
 
 import click
 
-from ..config import load_config, parse_endpoint
+from ..config import Config, load_config, parse_endpoint
 from ..errors import OtelCostError, QueryError, StoreError
 from ..pricing import PriceBook
 from ..reprice import CHUNK_ROWS, RepriceResult, parse_when, reprice, units_text
 from ..store import open_store, parse_store_url
 from .options import friendly_errors
 
-__all__ = ["render_result", "reprice_command"]
+__all__ = ["Progress", "api_url_for", "parse_date", "render_result", "reprice_command", "run_via_api", "store_url_for"]
 
 #: A whole run may take a while on a large range; the API answers when it is done.
 _API_TIMEOUT_SECONDS = 6 * 3600
 
 
-def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+def parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """The --since and --until callback (shared with `otel-cost reattribute`)."""
     if value is None:
         return None
     try:
@@ -35,10 +36,11 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> date
         raise click.BadParameter(str(exc)) from None
 
 
-class _Progress:
+class Progress:
     """Progress on stderr, for runs longer than one chunk, at most every two seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "re-pricing") -> None:
+        self._what = what
         self._last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
@@ -46,20 +48,20 @@ class _Progress:
         if total <= CHUNK_ROWS or (now - self._last < 2 and done < total):
             return
         self._last = now
-        click.echo(f"re-pricing: {done:,} of {total:,} rows examined ({done * 100 // max(total, 1)}%)", err=True)
+        click.echo(f"{self._what}: {done:,} of {total:,} rows examined ({done * 100 // max(total, 1)}%)", err=True)
 
 
 @click.command("reprice")
 @click.option(
     "--since",
     required=True,
-    callback=_when,
+    callback=parse_date,
     metavar="DATE",
     help="First day to re-price, YYYY-MM-DD (UTC, inclusive; an ISO 8601 time also works).",
 )
 @click.option(
     "--until",
-    callback=_when,
+    callback=parse_date,
     metavar="DATE",
     help="Day to stop at, YYYY-MM-DD (UTC, exclusive). Default: now.",
 )
@@ -126,32 +128,52 @@ def reprice_command(
     if since >= (until or datetime.now(UTC)):
         raise click.BadParameter("must be before --until (default: now)", param_hint="--since")
     config = load_config(config_path, overrides={"store": {"url": store_url}} if store_url else None)
-    if api_url is None:
-        host, port = parse_endpoint(config.api.endpoint)
-        api_url = f"http://{'localhost' if host in ('0.0.0.0', '::', '') else host}:{port}"
-    result = _via_api(api_url, since, until, dry_run, token)
-    if result is not None:
+    api_url = api_url or api_url_for(config)
+    document = run_via_api(api_url, "/v1/reprice", since, until, dry_run, token, "re-price", Progress())
+    if document is not None:
+        result = RepriceResult.from_dict(document)
         click.echo(f"(re-priced by the server at {api_url}, with its price book)", err=True)
     else:
-        url = config.store.url
-        parsed = parse_store_url(url)
-        if parsed.kind == "chdb" and parsed.path is not None and not parsed.path.exists():
-            raise StoreError(f"there is no store at {parsed.path}: start `otel-cost serve` first, or pass --store")
+        url = store_url_for(config)
         overrides = config.pricing.overrides
         source = f"{len(overrides)} price override(s) from {config_path}" if config_path else "no price overrides"
-        click.echo(f"(no server at {api_url}; opened {parsed.redacted()} directly, {source})", err=True)
+        click.echo(f"(no server at {api_url}; opened {parse_store_url(url).redacted()} directly, {source})", err=True)
         store = open_store(url)  # migrates: the run log and signed rollup counts come with 005
         try:
-            result = reprice(store, PriceBook(overrides), since, until, dry_run=dry_run, progress=_Progress())
+            result = reprice(store, PriceBook(overrides), since, until, dry_run=dry_run, progress=Progress())
         finally:
             store.close()
     click.echo(json.dumps(result.to_dict(), indent=2) if fmt == "json" else render_result(result))
 
 
-def _via_api(
-    api_url: str, since: datetime, until: datetime | None, dry_run: bool, token: str | None
-) -> RepriceResult | None:
-    """The server's answer, or None when no server listens there."""
+def api_url_for(config: Config) -> str:
+    """The API of the server `config` describes, as reached from this machine."""
+    host, port = parse_endpoint(config.api.endpoint)
+    return f"http://{'localhost' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+def store_url_for(config: Config) -> str:
+    """The store to open directly; an embedded one must exist already (a run never creates one)."""
+    url = config.store.url
+    parsed = parse_store_url(url)
+    if parsed.kind == "chdb" and parsed.path is not None and not parsed.path.exists():
+        raise StoreError(f"there is no store at {parsed.path}: start `otel-cost serve` first, or pass --store")
+    return url
+
+
+def run_via_api(
+    api_url: str,
+    path: str,
+    since: datetime,
+    until: datetime | None,
+    dry_run: bool,
+    token: str | None,
+    verb: str,
+    progress: Progress,
+) -> dict[str, Any] | None:
+    """A run on the server at `api_url` (`path`: /v1/reprice or /v1/reattribute), its progress shown
+    by `progress`: its result document, or None when no server listens there. `verb` names the run in
+    errors ("re-price")."""
     body: dict[str, Any] = {"since": since.isoformat(), "dry_run": dry_run, "progress": True}
     if until is not None:
         body["until"] = until.isoformat()
@@ -159,9 +181,8 @@ def _via_api(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        f"{api_url.rstrip('/')}/v1/reprice", data=json.dumps(body).encode(), headers=headers, method="POST"
+        f"{api_url.rstrip('/')}{path}", data=json.dumps(body).encode(), headers=headers, method="POST"
     )
-    progress = _Progress()
     try:
         with urllib.request.urlopen(request, timeout=_API_TIMEOUT_SECONDS) as response:
             # NDJSON: progress lines while the server reads, then the result (or the error).
@@ -172,9 +193,10 @@ def _via_api(
                 if "progress" in event:
                     progress(event["progress"]["rows_examined"], event["progress"]["rows_total"])
                 elif "result" in event:
-                    return RepriceResult.from_dict(event["result"])
+                    result: dict[str, Any] = event["result"]
+                    return result
                 elif "error" in event:
-                    raise QueryError(f"the server could not re-price: {event['error']['message']}")
+                    raise QueryError(f"the server could not {verb}: {event['error']['message']}")
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read())["error"]["message"]
