@@ -31,12 +31,12 @@ from .receiver import BearerTokens, add_trace_service, otlp_http_app
 from .store import BatchWriter, Store, open_store
 from .workers import PipelinePool
 
-__all__ = ["Server"]
+__all__ = ["EmbeddedUvicorn", "Server", "listen"]
 
 logger = logging.getLogger(__name__)
 
 
-class _EmbeddedUvicorn(uvicorn.Server):
+class EmbeddedUvicorn(uvicorn.Server):
     """uvicorn inside our event loop: the process's signals are ours, not uvicorn's."""
 
     @contextlib.contextmanager
@@ -44,7 +44,7 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-def _listen(endpoint: str, what: str, setting: str) -> socket.socket:
+def listen(endpoint: str, what: str, setting: str) -> socket.socket:
     host, port = parse_endpoint(endpoint)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -80,7 +80,7 @@ class Server:
         self.api_port = 0
         self._ready = False
         self._grpc: grpc.aio.Server | None = None
-        self._uvicorns: list[tuple[_EmbeddedUvicorn, asyncio.Task[None]]] = []
+        self._uvicorns: list[tuple[EmbeddedUvicorn, asyncio.Task[None]]] = []
         self._writer: BatchWriter | None = None
         self._pool: PipelinePool | None = None
         self.enforcer: Enforcer | None = None
@@ -105,9 +105,9 @@ class Server:
 
     async def _start(self, config: Config) -> None:
         # Ports first: a busy port fails in milliseconds, before the store and the workers start.
-        http_sock = _listen(config.receiver.http_endpoint, "OTLP/HTTP", "receiver.http_endpoint / --http-endpoint")
+        http_sock = listen(config.receiver.http_endpoint, "OTLP/HTTP", "receiver.http_endpoint / --http-endpoint")
         self._sockets.append(http_sock)
-        api_sock = _listen(config.api.endpoint, "the API", "api.endpoint / --api-endpoint")
+        api_sock = listen(config.api.endpoint, "the API", "api.endpoint / --api-endpoint")
         self._sockets.append(api_sock)
         self.http_port = http_sock.getsockname()[1]
         self.api_port = api_sock.getsockname()[1]
@@ -170,7 +170,14 @@ class Server:
         await self._grpc.start()
 
         http_app = otlp_http_app(ingestor.consume, ingest_tokens, max_bytes, self._on_refusal)
-        api = api_app(store, self.metrics, BearerTokens(config.api.read_tokens), lambda: self._ready, config=config)
+        api = api_app(
+            store,
+            self.metrics,
+            BearerTokens(config.api.read_tokens),
+            lambda: self._ready,
+            config=config,
+            caps=enforcer.state,
+        )
         tls_options: dict[str, Any] = {}
         if tls is not None:
             tls_options = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
@@ -192,7 +199,7 @@ class Server:
 
     def _serve(self, app: Any, sock: socket.socket, options: dict[str, Any]) -> None:
         config = uvicorn.Config(app, lifespan="off", log_config=None, log_level="warning", access_log=False, **options)
-        server = _EmbeddedUvicorn(config)
+        server = EmbeddedUvicorn(config)
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         self._uvicorns.append((server, task))
 

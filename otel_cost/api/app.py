@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..config import Config
+from ..enforcer import CapState
 from ..errors import OtelCostError, QueryError, UnauthenticatedError
 from ..metrics import Metrics
 from ..pricing import PriceBook
@@ -28,6 +29,7 @@ from ..receiver.auth import BearerTokens
 from ..reprice import RepriceResult, parse_when, reprice
 from ..rewrite import RewriteBusyError
 from ..store.base import Store
+from .caps import caps_endpoint
 from .openapi import OPENAPI
 
 __all__ = ["api_app", "error_response"]
@@ -73,6 +75,7 @@ def api_app(
     ready: Callable[[], bool],
     *,
     config: Config | None = None,
+    caps: CapState | None = None,
 ) -> Starlette:
     """The API app. `config` (the server's own) enables `POST /v1/reprice` and `POST /v1/reattribute`:
     they price with the server's price overrides and attribute with its attribution rules, and are
@@ -221,6 +224,7 @@ def api_app(
             Route("/v1/sql", sql, methods=["POST"]),
             Route("/v1/reprice", reprice_endpoint, methods=["POST"]),
             Route("/v1/reattribute", reattribute_endpoint, methods=["POST"]),
+            Route("/v1/caps", caps_endpoint(caps or CapState(30), read_tokens)),
         ],
         exception_handlers={HTTPException: http_error},
     )

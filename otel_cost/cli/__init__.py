@@ -9,6 +9,7 @@ import click
 
 from .. import __version__
 from .attribution import attribution
+from .caps import caps, enforce
 from .config_check import config_group
 from .demo import demo
 from .prices import prices
@@ -57,6 +58,8 @@ cli.add_command(reprice_command)
 cli.add_command(reattribute_command)
 cli.add_command(attribution)
 cli.add_command(config_group)
+cli.add_command(caps)
+cli.add_command(enforce)
 
 
 def main() -> None:
