@@ -526,11 +526,14 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     merged = {key: dict(value) if isinstance(value, dict) else value for key, value in base.items()}
     for section, values in extra.items():
         current = merged.get(section)
-        merged[section] = {**(current if isinstance(current, dict) else {}), **values}
+        if isinstance(values, Mapping):
+            merged[section] = {**(current if isinstance(current, dict) else {}), **values}
+        else:
+            merged[section] = values  # a list section (budgets, gateways) is replaced whole
     return merged
 
 
@@ -575,7 +578,7 @@ def _describe(error: ValidationError, source: str, root: yaml.Node | None) -> st
 def load_config(
     path: str | Path | None = None,
     *,
-    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Read, substitute, merge and validate. Raises ConfigError with one located line per problem."""

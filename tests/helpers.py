@@ -117,7 +117,10 @@ class RunningServer:
             "store": {"url": store_url, "flush_interval_millis": 5},
         }
         for section, values in (overrides or {}).items():
-            sections.setdefault(section, {}).update(values)
+            if isinstance(values, Mapping):
+                sections.setdefault(section, {}).update(values)
+            else:
+                sections[section] = values  # a list section: budgets, gateways
         self.config = load_config(overrides=sections, environ={})
         self.server = Server(self.config)
         self.loop = asyncio.new_event_loop()
