@@ -151,3 +151,9 @@ def test_resource_owner_is_computed_once() -> None:
     assert core(resource.owner) == ("payments", "payments", "checkout", "", "", "resource:team")
     assert resource.first["team"] == (4, "payments", "resource:team")  # the first rule after the four span keys
     assert resource.first["agent"] is None
+
+
+def test_booleans_read_as_the_store_writes_them() -> None:
+    # Stored attributes say true/false; attribution reads the same text, so re-attribution agrees.
+    assert owner({"team": True}).team == "true"
+    assert owner({"team": False}).team == "false"

@@ -30,6 +30,8 @@ def text_value(value: Any) -> str:
     """An attribute value as an owner name: text, trimmed, at most 128 characters ("" for none)."""
     if value is None or isinstance(value, list | dict):
         return ""
+    if type(value) is bool:  # as the stored attributes spell it, so re-attribution reads the same text
+        return "true" if value else "false"
     text = value if type(value) is str else str(value)
     return text.strip()[:_MAX_VALUE]
 
