@@ -212,6 +212,8 @@ class Server:
         self._ready = False
         if self._grpc is not None:
             await self._grpc.stop(grace_seconds)
+        if self.enforcer is not None:
+            self.enforcer.state.close()  # held GET /v1/caps answer now instead of holding the stop
         for server, _ in self._uvicorns:
             server.should_exit = True
         for _, task in self._uvicorns:

@@ -41,6 +41,7 @@ class CapState:
         self._body = json.dumps(self._document).encode()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._listeners: list[Callable[[int, bytes], None]] = []
+        self._closed = False
 
     def _build(self, caps: list[BudgetState], generated_at: datetime | None) -> dict[str, Any]:
         ordered = sorted(caps, key=lambda cap: (-severity(cap.action), cap.budget, sorted(cap.scope.items())))
@@ -85,6 +86,15 @@ class CapState:
                 listener(version, body)
         return changed
 
+    def close(self) -> None:
+        """The server is stopping: every held long-poll answers now, and later ones do not wait."""
+        with self._lock:
+            self._closed = True
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_wake, future)
+
     def on_change(self, listener: Callable[[int, bytes], None]) -> None:
         """Call `listener(version, body)` after every version change (from the enforcer's thread)."""
         with self._lock:
@@ -95,7 +105,7 @@ class CapState:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
-            if self.version != version:
+            if self.version != version or self._closed:
                 return
             self._waiters.append((loop, future))
         try:
