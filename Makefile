@@ -1,7 +1,9 @@
 # otel-cost — one entry point for people and CI.
 #   make run    create .venv if needed, install, start `otel-cost serve` on the embedded store
 #   make test   create .venv if needed, install, lint, type-check and run the test suite
-#   make bench  start a server on a fresh store, run bench/ingest.py against it, stop it
+#   make bench  start a server on a fresh store, run bench/ingest.py against it, stop it; then
+#               bench/caps.py (cap enforcement latency; it starts and stops its own server)
+#               stdout: one JSON object per benchmark, one per line
 #
 # The virtualenv is reused as long as pyproject.toml is unchanged (chDB is a large wheel):
 # the stamp file's name carries a hash of pyproject.toml.
@@ -35,6 +37,7 @@ test: lint
 
 bench: install
 	@bench/run.sh
+	@$(BIN)/python bench/caps.py
 
 clean:
 	rm -rf $(VENV) otel-cost-data .pytest_cache .mypy_cache .ruff_cache
