@@ -167,7 +167,7 @@ def evaluate_budget(store: Store, budget: BudgetConfig, enforcer: EnforcerConfig
         end = now
     recent_start = max(start, now - timedelta(minutes=enforcer.recent_minutes))
     sql_end = end.replace(second=0, microsecond=0) + timedelta(minutes=1)  # the current minute, in full
-    result = store.query(_spend_sql(budget, start, sql_end, recent_start.replace(second=0, microsecond=0)))
+    result = store.poll(_spend_sql(budget, start, sql_end, recent_start.replace(second=0, microsecond=0)))
     rows = result.dicts()
     if not budget.per and not rows:
         rows = [{"spent": "0", "recent": "0"}]

@@ -92,6 +92,11 @@ class Store(ABC):
     def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
         """Run a query; `readonly` (the default) refuses anything but reads."""
 
+    def poll(self, sql: str) -> QueryResult:
+        """A read-only query for the enforcer's polls: stores that can give it its own connection do, so
+        a long user query never delays cap state."""
+        return self.query(sql)
+
     @abstractmethod
     def query_text(self, sql: str, fmt: str, *, readonly: bool = True) -> bytes:
         """Run a query and return its output in a ClickHouse format (e.g. CSVWithNames)."""

@@ -77,6 +77,7 @@ class EmbeddedStore(Store):
             try:
                 self._writer = chdb_session.Session(str(path))
                 self._reader = chdb_session.Session(str(path))
+                self._poller = chdb_session.Session(str(path))  # the enforcer's: never behind a user query
             except Exception as exc:
                 if (path / "status").exists():
                     _check_not_locked(path)
@@ -85,13 +86,15 @@ class EmbeddedStore(Store):
             _open_count += 1
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._poll_lock = threading.Lock()
         self._closed = False
         self._writer.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         self._writer.query(f"USE {self.database}")
-        self._reader.query(f"USE {self.database}")
-        for key, value in QUERY_SETTINGS.items():
-            self._reader.query(f"SET {key} = {value}")
-        self._reader.query("SET readonly = 1")
+        for session in (self._reader, self._poller):
+            session.query(f"USE {self.database}")
+            for key, value in QUERY_SETTINGS.items():
+                session.query(f"SET {key} = {value}")
+            session.query("SET readonly = 1")
 
     def execute(self, sql: str) -> None:
         with self._write_lock:
@@ -115,6 +118,10 @@ class EmbeddedStore(Store):
 
     def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
         return QueryResult.from_json_compact(self.query_text(sql, "JSONCompact", readonly=readonly))
+
+    def poll(self, sql: str) -> QueryResult:
+        with self._poll_lock:
+            return QueryResult.from_json_compact(self._run(self._poller, sql, "JSONCompact"))
 
     def query_text(self, sql: str, fmt: str, *, readonly: bool = True) -> bytes:
         if readonly:
@@ -142,8 +149,8 @@ class EmbeddedStore(Store):
         if self._closed:
             return
         self._closed = True
-        with self._write_lock, self._read_lock:
-            for session in (self._reader, self._writer):
+        with self._write_lock, self._read_lock, self._poll_lock:
+            for session in (self._poller, self._reader, self._writer):
                 try:
                     session.close()
                 except Exception:  # closing must not mask the reason we are closing
