@@ -13,21 +13,15 @@ from typing import Any
 
 import click
 
-from ..config import Config, load_config, parse_endpoint
+from ..config import Config, load_config
 from ..enforcer import Enforcer
 from ..errors import OtelCostError, QueryError, StoreError
 from ..store import QueryResult, open_store, parse_store_url
 from .options import friendly_errors
-from .sql import render
+from .reprice import api_url_for
+from .sql import query_options, render
 
 __all__ = ["caps", "enforce"]
-
-
-def _api_url(config: Config, api_url: str | None) -> str:
-    if api_url:
-        return api_url
-    host, port = parse_endpoint(config.api.endpoint)
-    return f"http://{'localhost' if host in ('0.0.0.0', '::', '') else host}:{port}"
 
 
 def _fetch(api_url: str, token: str | None) -> dict[str, Any] | None:
@@ -84,19 +78,10 @@ def _table(document: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--api", "api_url", metavar="URL", envvar="OTEL_COST_API_URL", help="A running server's API.")
 @click.option(
-    "--store", "store_url", metavar="URL", envvar="OTEL_COST_STORE_URL", help="Store to read when no server answers."
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format."
 )
-@click.option("--token", envvar="OTEL_COST_API_TOKEN", help="Bearer token for the API, if it requires one.")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="OTEL_COST_CONFIG",
-    help="Config file: the budgets, the API address and the store.",
-)
+@query_options
 @friendly_errors
 def caps(fmt: str, api_url: str | None, store_url: str | None, token: str | None, config_path: Path | None) -> None:
     """Print the current cap state: every budget's spend, forecast and action.
@@ -111,7 +96,7 @@ def caps(fmt: str, api_url: str | None, store_url: str | None, token: str | None
       otel-cost caps --config otel-cost.yaml --store chdb:./otel-cost-data
     """
     config = load_config(config_path, overrides={"store": {"url": store_url}} if store_url else None)
-    url = _api_url(config, api_url)
+    url = api_url or api_url_for(config)
     document = _fetch(url, token)
     if document is not None:
         click.echo(f"(answered by the server at {url})", err=True)

@@ -14,56 +14,13 @@ from ..reattribute import ReattributeResult, reattribute
 from ..reprice import units_text
 from ..store import open_store, parse_store_url
 from .options import friendly_errors
-from .reprice import Progress, api_url_for, parse_date, run_via_api, store_url_for
+from .reprice import Progress, api_url_for, run_options, run_via_api, store_url_for
 
 __all__ = ["reattribute_command", "render_result"]
 
 
 @click.command("reattribute")
-@click.option(
-    "--since",
-    required=True,
-    callback=parse_date,
-    metavar="DATE",
-    help="First day to re-attribute, YYYY-MM-DD (UTC, inclusive; an ISO 8601 time also works).",
-)
-@click.option(
-    "--until",
-    callback=parse_date,
-    metavar="DATE",
-    help="Day to stop at, YYYY-MM-DD (UTC, exclusive). Default: now.",
-)
-@click.option("--dry-run", is_flag=True, help="Attribute and report, change nothing.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
-@click.option(
-    "--api",
-    "api_url",
-    metavar="URL",
-    envvar="OTEL_COST_API_URL",
-    help="A running server's API (default: from --config, else http://localhost:8318).",
-)
-@click.option(
-    "--store",
-    "store_url",
-    metavar="URL",
-    envvar="OTEL_COST_STORE_URL",
-    help="The store to open when no server answers (default chdb:./otel-cost-data).",
-)
-@click.option("--token", envvar="OTEL_COST_API_TOKEN", help="Bearer token for the API (an api.admin_tokens entry).")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="OTEL_COST_CONFIG",
-    help="Config file: the API address, the store URL, and the attribution rules used when no server answers.",
-)
+@run_options("re-attribute", "attribution rules")
 @friendly_errors
 def reattribute_command(
     since: datetime,

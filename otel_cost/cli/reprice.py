@@ -7,9 +7,10 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -20,7 +21,18 @@ from ..reprice import CHUNK_ROWS, RepriceResult, parse_when, reprice, units_text
 from ..store import open_store, parse_store_url
 from .options import friendly_errors
 
-__all__ = ["Progress", "api_url_for", "parse_date", "render_result", "reprice_command", "run_via_api", "store_url_for"]
+__all__ = [
+    "Progress",
+    "api_url_for",
+    "parse_date",
+    "render_result",
+    "reprice_command",
+    "run_options",
+    "run_via_api",
+    "store_url_for",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: A whole run may take a while on a large range; the API answers when it is done.
 _API_TIMEOUT_SECONDS = 6 * 3600
@@ -51,51 +63,68 @@ class Progress:
         click.echo(f"{self._what}: {done:,} of {total:,} rows examined ({done * 100 // max(total, 1)}%)", err=True)
 
 
+def run_options(verb: str, book: str) -> Callable[[F], F]:
+    """The options `reprice` and `reattribute` share: the range, --dry-run, --format and where the run
+    goes (the running server's API, else the store with `book` from --config)."""
+
+    def apply(func: F) -> F:
+        options = [
+            click.option(
+                "--since",
+                required=True,
+                callback=parse_date,
+                metavar="DATE",
+                help=f"First day to {verb}, YYYY-MM-DD (UTC, inclusive; an ISO 8601 time also works).",
+            ),
+            click.option(
+                "--until",
+                callback=parse_date,
+                metavar="DATE",
+                help="Day to stop at, YYYY-MM-DD (UTC, exclusive). Default: now.",
+            ),
+            click.option("--dry-run", is_flag=True, help=f"{verb.capitalize()} and report, change nothing."),
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(["table", "json"]),
+                default="table",
+                show_default=True,
+                help="Output format.",
+            ),
+            click.option(
+                "--api",
+                "api_url",
+                metavar="URL",
+                envvar="OTEL_COST_API_URL",
+                help="A running server's API (default: from --config, else http://localhost:8318).",
+            ),
+            click.option(
+                "--store",
+                "store_url",
+                metavar="URL",
+                envvar="OTEL_COST_STORE_URL",
+                help="The store to open when no server answers (default chdb:./otel-cost-data).",
+            ),
+            click.option(
+                "--token", envvar="OTEL_COST_API_TOKEN", help="Bearer token for the API (an api.admin_tokens entry)."
+            ),
+            click.option(
+                "--config",
+                "config_path",
+                type=click.Path(dir_okay=False, path_type=Path),
+                envvar="OTEL_COST_CONFIG",
+                help=f"Config file: the API address, the store URL, and the {book} used when no server answers.",
+            ),
+        ]
+        for option in reversed(options):  # the first listed ends up outermost, as a decorator stack reads
+            func = option(func)
+        return func
+
+    return apply
+
+
 @click.command("reprice")
-@click.option(
-    "--since",
-    required=True,
-    callback=parse_date,
-    metavar="DATE",
-    help="First day to re-price, YYYY-MM-DD (UTC, inclusive; an ISO 8601 time also works).",
-)
-@click.option(
-    "--until",
-    callback=parse_date,
-    metavar="DATE",
-    help="Day to stop at, YYYY-MM-DD (UTC, exclusive). Default: now.",
-)
-@click.option("--dry-run", is_flag=True, help="Price and report, change nothing.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
-@click.option(
-    "--api",
-    "api_url",
-    metavar="URL",
-    envvar="OTEL_COST_API_URL",
-    help="A running server's API (default: from --config, else http://localhost:8318).",
-)
-@click.option(
-    "--store",
-    "store_url",
-    metavar="URL",
-    envvar="OTEL_COST_STORE_URL",
-    help="The store to open when no server answers (default chdb:./otel-cost-data).",
-)
-@click.option("--token", envvar="OTEL_COST_API_TOKEN", help="Bearer token for the API (an api.admin_tokens entry).")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="OTEL_COST_CONFIG",
-    help="Config file: the API address, the store URL, and the price overrides used when no server answers.",
-)
+@run_options("re-price", "price overrides")
 @friendly_errors
 def reprice_command(
     since: datetime,
