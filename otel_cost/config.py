@@ -34,9 +34,12 @@ from .store.url import DEFAULT_STORE_URL, parse_store_url
 
 __all__ = [
     "APIConfig",
+    "AlertSinkConfig",
+    "AlertsConfig",
     "AttributionConfig",
     "BudgetConfig",
     "Config",
+    "ContainConfig",
     "EnforcerConfig",
     "GatewayConfig",
     "PriceOverride",
@@ -465,6 +468,161 @@ class GatewayConfig(_Section):
     timeout_seconds: float = Field(5.0, gt=0, le=60)
 
 
+SEVERITIES = ("info", "warning", "critical")
+
+
+def _check_duration(value: str) -> str:
+    window_seconds(value)
+    return value
+
+
+#: A duration: minutes, hours or days (`15m`, `24h`, `7d`).
+Duration = Annotated[str, AfterValidator(_check_duration)]
+
+
+class AlertSinkConfig(_Section):
+    """Where alerts go: a signed JSON webhook, a Slack incoming webhook, or the log."""
+
+    kind: Literal["webhook", "slack", "log"]
+    name: str | None = Field(None, min_length=1, description="in metrics and the delivery log; default: the kind")
+    url: str | None = Field(None, pattern=r"^https?://")
+    secret: str | None = Field(None, min_length=16, description="webhook: HMAC-SHA256 key (X-Otel-Cost-Signature)")
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    min_severity: Literal["info", "warning", "critical"] = "info"
+    kinds: list[str] = Field(default_factory=list, description="only these alert kinds (default: all)")
+
+    @model_validator(mode="after")
+    def _shape(self) -> AlertSinkConfig:
+        if self.kind in ("webhook", "slack") and not self.url:
+            raise ValueError(f"a {self.kind} sink needs a url")
+        if self.kind == "webhook" and not self.secret:
+            raise ValueError("a webhook sink needs a secret (at least 16 characters): its requests are signed")
+        if self.kind == "log" and (self.url or self.secret):
+            raise ValueError("a log sink takes no url or secret")
+        unknown = sorted(set(self.kinds) - set(ALERT_KINDS))
+        if unknown:
+            raise ValueError(f"unknown alert kind(s) {', '.join(unknown)} (known: {', '.join(ALERT_KINDS)})")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+#: Every kind of alert, as sinks filter them and the `alerts` table stores them.
+ALERT_KINDS = (
+    "budget_threshold",
+    "budget_forecast",
+    "agent_loop",
+    "retry_storm",
+    "spend_spike",
+    "unpriced_model",
+    "unattributed_share",
+    "floating_alias",
+    "new_owner",
+)
+
+
+class ContainConfig(_Section):
+    """Automatic containment: a temporary cap (published with the budgets' caps, `automatic: true`)."""
+
+    action: Literal["block", "downgrade"] = "block"
+    minutes: int = Field(30, ge=1, le=1440)
+    downgrade: dict[str, str] = Field(default_factory=dict, description="model -> cheaper model")
+
+    @model_validator(mode="after")
+    def _shape(self) -> ContainConfig:
+        if self.action == "downgrade" and not self.downgrade:
+            raise ValueError("a downgrade containment needs a downgrade map (model -> cheaper model)")
+        return self
+
+
+class AgentLoopConfig(_Section):
+    """One trace (or one conversation across traces) with too many calls or too much cost."""
+
+    enabled: bool = True
+    window: Duration = "60m"
+    max_calls: int = Field(25, ge=2, description="billable calls in one trace within the window")
+    max_cost_usd: Decimal = Field(Decimal("10"), gt=0, description="cost of one trace within the window")
+    contain: ContainConfig | None = None
+
+
+class RetryStormConfig(_Section):
+    """Repeated failing calls followed by retries, per service, agent and model."""
+
+    enabled: bool = True
+    window: Duration = "10m"
+    min_failures: int = Field(5, ge=1)
+    min_retries: int = Field(3, ge=1, description="calls made after a failure in the same trace and model")
+    min_failure_ratio: Decimal = Field(Decimal("0.2"), gt=0, le=1)
+    critical_cost_usd: Decimal = Field(Decimal("1"), ge=0, description="a storm costing this much is critical")
+    cooldown: Duration = "60m"
+    contain: ContainConfig | None = None
+
+
+SpikeDimension = Literal["agent", "feature", "service", "team"]
+_SPIKE_DIMENSIONS: tuple[SpikeDimension, ...] = ("agent", "feature", "service")
+OwnerDimension = Literal["cost_center", "team", "feature", "agent", "service"]
+_NEW_OWNER_DIMENSIONS: tuple[OwnerDimension, ...] = ("team", "feature", "agent")
+
+
+class SpendSpikeConfig(_Section):
+    """The spend rate of an agent, feature, service or team far above its own baseline."""
+
+    enabled: bool = True
+    dimensions: list[SpikeDimension] = Field(default_factory=lambda: list(_SPIKE_DIMENSIONS))
+    window: Duration = "15m"
+    baseline: Duration = "24h"
+    min_history: Duration = "1h"
+    factor: Decimal = Field(Decimal("5"), gt=1, description="recent rate / baseline rate")
+    min_usd_per_hour: Decimal = Field(Decimal("1"), ge=0, description="ignore rates below this")
+    cooldown: Duration = "60m"
+    contain: ContainConfig | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> SpendSpikeConfig:
+        if window_seconds(self.baseline) > _MINUTE_ROLLUP_DAYS * 86400:
+            raise ValueError(f"baseline is at most {_MINUTE_ROLLUP_DAYS}d")
+        if window_seconds(self.window) >= window_seconds(self.baseline):
+            raise ValueError("window must be shorter than baseline")
+        return self
+
+
+class RunawayConfig(_Section):
+    agent_loop: AgentLoopConfig = Field(default_factory=AgentLoopConfig)
+    retry_storm: RetryStormConfig = Field(default_factory=RetryStormConfig)
+    spend_spike: SpendSpikeConfig = Field(default_factory=SpendSpikeConfig)
+
+
+class HygieneConfig(_Section):
+    lookback: Duration = Field("60m", description="how far back each check looks for new findings")
+    unpriced_models: bool = True
+    floating_aliases: bool = True
+    unattributed_share: Decimal | None = Field(Decimal("0.1"), gt=0, le=1, description="today's share; null: off")
+    unattributed_min_usd: Decimal = Field(Decimal("1"), ge=0, description="today's billable spend before it counts")
+    new_owners: list[OwnerDimension] = Field(default_factory=lambda: list(_NEW_OWNER_DIMENSIONS))
+    new_owner_warmup: Duration = Field("24h", description="owners seen this soon after the first data are not new")
+
+
+class AlertsConfig(_Section):
+    enabled: bool = True
+    interval_seconds: float = Field(5.0, ge=0.05, le=3600, description="how often the detectors run")
+    sinks: list[AlertSinkConfig] = Field(default_factory=lambda: [AlertSinkConfig(kind="log")])
+    budgets: bool = Field(True, description="alert at each budget point and on the forecast")
+    runaway: RunawayConfig = Field(default_factory=RunawayConfig)
+    hygiene: HygieneConfig = Field(default_factory=HygieneConfig)
+    redeliver_hours: int = Field(24, ge=0, le=720, description="alerts this recent are re-sent after a restart")
+
+    @field_validator("sinks")
+    @classmethod
+    def _sink_names(cls, value: list[AlertSinkConfig]) -> list[AlertSinkConfig]:
+        labels = [sink.label for sink in value]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"sink names must be unique (set `name`): {', '.join(repeated)}")
+        return value
+
+
 class Config(_Section):
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     api: APIConfig = Field(default_factory=APIConfig)
@@ -474,6 +632,7 @@ class Config(_Section):
     budgets: list[BudgetConfig] = Field(default_factory=list)
     enforcer: EnforcerConfig = Field(default_factory=EnforcerConfig)
     gateways: list[GatewayConfig] = Field(default_factory=list)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @field_validator("budgets")
     @classmethod

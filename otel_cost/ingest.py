@@ -64,27 +64,36 @@ class Ingestor:
             self.writer.flush_pending()  # no export is on its way to join the insert: do not wait for the timer
         if waits:
             await asyncio.shield(asyncio.gather(*waits))
+        metrics.spans_accepted.inc(processed.spans - processed.rejected)
         if admitted.rows:
             if admitted.changed:  # some rows were stored before or rewritten: count what this export stored
-                billable, unpriced, unattributed = _count(admitted.data)
+                billable, unpriced, unattributed, spend = _count(admitted.data)
             else:
                 billable, unpriced, unattributed = processed.billable, processed.unpriced, processed.unattributed
+                spend = processed.spend
             metrics.calls_stored.labels("true").inc(billable)
             metrics.calls_stored.labels("false").inc(admitted.rows - billable)
             metrics.unpriced_calls.inc(unpriced)
             metrics.unattributed_calls.inc(unattributed)
+            metrics.add_spend(spend)
         return processed
 
 
-_PRICED, _TEAM, _BILLABLE = (INGEST_COLUMNS.index(name) for name in ("priced", "team", "billable"))
+_PRICED, _TEAM, _BILLABLE, _COST, _PRICED_MODEL, _RESPONSE_MODEL, _REQUEST_MODEL = (
+    INGEST_COLUMNS.index(name)
+    for name in ("priced", "team", "billable", "cost_units", "priced_model", "response_model", "request_model")
+)
 
 
-def _count(data: bytes) -> tuple[int, int, int]:
+def _count(data: bytes) -> tuple[int, int, int, dict[tuple[str, str], int]]:
     billable = unpriced = unattributed = 0
+    spend: dict[tuple[str, str], int] = {}
     for line in data.decode().split("\n")[:-1]:
         fields = line.split("\t")
         if fields[_BILLABLE] == "1":
             billable += 1
             unpriced += fields[_PRICED] == "0"
             unattributed += fields[_TEAM] == UNATTRIBUTED
-    return billable, unpriced, unattributed
+            key = (fields[_TEAM], fields[_PRICED_MODEL] or fields[_RESPONSE_MODEL] or fields[_REQUEST_MODEL])
+            spend[key] = spend.get(key, 0) + int(fields[_COST])
+    return billable, unpriced, unattributed, spend

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import resource
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-__all__ = ["Metrics"]
+__all__ = ["MAX_BUDGET_SERIES", "MAX_SPEND_SERIES", "Metrics"]
+
+#: (team, model) label pairs of the spend counter; later pairs are counted as ("other", "other").
+MAX_SPEND_SERIES = 500
+#: Budget caps exported per evaluation (a `per` budget has one per group); the rest are counted only.
+MAX_BUDGET_SERIES = 500
+_UNITS_PER_USD = 10**24
 
 
 def peak_rss_bytes() -> int:
@@ -37,6 +48,11 @@ class Metrics:
         registry = self.registry
         self.spans_received = Counter(
             "otel_cost_spans_received", "Spans in exports that reached the pipeline.", registry=registry
+        )
+        self.spans_accepted = Counter(
+            "otel_cost_spans_accepted",
+            "Spans in exports that were acknowledged (stored, or already stored), rejected spans excluded.",
+            registry=registry,
         )
         self.spans_rejected = Counter(
             "otel_cost_spans_rejected",
@@ -83,6 +99,74 @@ class Metrics:
             registry=registry,
         )
 
+        self.spend = Counter(
+            "otel_cost_spend_usd",
+            "Billable spend stored, by team and model (approximate: the ledger's exact sums are in the store). "
+            f"At most {MAX_SPEND_SERIES} label pairs; later ones are counted as team and model 'other'.",
+            ["team", "model"],
+            registry=registry,
+        )
+        self._spend_series: set[tuple[str, str]] = set()
+        self._spend_lock = threading.Lock()
+        self.enforcer_poll_seconds = Histogram(
+            "otel_cost_enforcer_poll_seconds",
+            "Time to evaluate every budget once (rollup queries included).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.enforcer_evaluations = Counter(
+            "otel_cost_enforcer_evaluations",
+            "Budget evaluations, by outcome (failed: the last cap state is kept).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.cap_state_version = Gauge(
+            "otel_cost_cap_state_version", "The published cap state document's version.", registry=registry
+        )
+        self.alerts_fired = Counter(
+            "otel_cost_alerts_fired",
+            "Alerts fired (each once), by kind and severity.",
+            ["kind", "severity"],
+            registry=registry,
+        )
+        self.alert_deliveries = Counter(
+            "otel_cost_alert_deliveries",
+            "Alert deliveries by sink and outcome: delivered, retried (a failed attempt), failed (given up), "
+            "dropped (queue full; re-sent after a restart).",
+            ["sink", "outcome"],
+            registry=registry,
+        )
+        self.alert_queue = Gauge(
+            "otel_cost_alert_queue_alerts", "Alerts waiting for a sink.", ["sink"], registry=registry
+        )
+        self.detector_seconds = Histogram(
+            "otel_cost_alert_detectors_seconds",
+            "Time to run every runaway and hygiene detector once.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.automatic_caps = Gauge(
+            "otel_cost_automatic_caps", "Automatic containment caps in force.", registry=registry
+        )
+        self._budgets = _BudgetCollector()
+        registry.register(self._budgets)
+
+    def add_spend(self, by_team_model: Mapping[tuple[str, str], int]) -> None:
+        """Billable cost units (1e-24 USD) stored per (team, model)."""
+        with self._spend_lock:
+            for (team, model), units in by_team_model.items():
+                pair = (team, model)
+                if pair not in self._spend_series:
+                    if len(self._spend_series) >= MAX_SPEND_SERIES:
+                        pair = ("other", "other")
+                    self._spend_series.add(pair)
+                self.spend.labels(*pair).inc(units / _UNITS_PER_USD)
+
+    def track_caps(self, snapshot: Callable[[], tuple[int, list[dict[str, Any]]]]) -> None:
+        """The cap state to export: (version, cap documents), read at every scrape."""
+        self.cap_state_version.set_function(lambda: float(snapshot()[0]))
+        self._budgets.snapshot = snapshot
+
     def track_workers(self, pids: Callable[[], list[int]]) -> None:
         """Peak RSS of the pipeline worker processes, summed (they are part of the server's footprint)."""
         self.workers_peak_rss.set_function(lambda: float(sum(_peak_rss_of(pid) for pid in pids())))
@@ -96,3 +180,39 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _BudgetCollector(Collector):
+    """Per-cap gauges from the latest cap state: utilization, spent, limit, forecast; caps by action."""
+
+    def __init__(self) -> None:
+        self.snapshot: Callable[[], tuple[int, list[dict[str, Any]]]] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        caps = self.snapshot()[1] if self.snapshot is not None else []
+        labels = ["budget", "group", "action"]
+        utilization = GaugeMetricFamily(
+            "otel_cost_budget_utilization_ratio",
+            "Spent / limit of each cap (a budget, or a group of a per budget).",
+            labels=labels,
+        )
+        spent = GaugeMetricFamily("otel_cost_budget_spent_usd", "Spent in the current period or window.", labels=labels)
+        limit = GaugeMetricFamily("otel_cost_budget_limit_usd", "The cap's limit.", labels=labels)
+        forecast = GaugeMetricFamily(
+            "otel_cost_budget_forecast_usd", "Projected spend at the period's end at the recent pace.", labels=labels
+        )
+        by_action = GaugeMetricFamily("otel_cost_caps", "Caps in the cap state, by action.", labels=["action"])
+        counts = dict.fromkeys(("allow", "alert", "downgrade", "block"), 0)
+        for index, cap in enumerate(caps):
+            counts[cap["action"]] = counts.get(cap["action"], 0) + 1
+            if index >= MAX_BUDGET_SERIES or cap.get("automatic"):
+                continue
+            group = ",".join(f"{key}={value}" for key, value in sorted(cap["scope"].items()))
+            values = [cap["budget"], group, cap["action"]]
+            utilization.add_metric(values, float(Decimal(cap["share"])))
+            spent.add_metric(values, float(Decimal(cap["spent"])))
+            limit.add_metric(values, float(Decimal(cap["limit"])))
+            forecast.add_metric(values, float(Decimal(cap["forecast"])))
+        for action, count in counts.items():
+            by_action.add_metric([action], count)
+        yield from (utilization, spent, limit, forecast, by_action)

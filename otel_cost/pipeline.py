@@ -39,6 +39,7 @@ class ProcessedExport:
     billable: int = 0
     unpriced: int = 0  # billable calls without a price
     unattributed: int = 0  # billable calls without an owner
+    spend: dict[tuple[str, str], int] = field(default_factory=dict)  # (team, model) -> billable cost units
 
     def reject(self, where: str, reason: str) -> None:
         self.rejected += 1
@@ -103,6 +104,7 @@ class Pipeline:
         price, attribute = self.price_book.price, self.attributor.attribute
         lines: list[str] = []
         links = result.links
+        spend = result.spend
         for key, call, attrs, resource, (resource_keys, resource_values) in staged:
             priced = price(call)
             owner = attribute(owner_attrs.get(key, attrs), resource)
@@ -113,6 +115,8 @@ class Pipeline:
                     result.unpriced += 1
                 if owner.team == UNATTRIBUTED:
                     result.unattributed += 1
+                spent = (owner.team, priced.priced_model or call.response_model or call.request_model)
+                spend[spent] = spend.get(spent, 0) + priced.cost_units
                 links.append(
                     (call.trace_id + call.parent_span_id if call.parent_span_id else b"", model_signature(call))
                 )

@@ -37,6 +37,7 @@ from decimal import Context, Decimal, InvalidOperation
 from .errors import OtelCostError
 from .model import COST_SCALE
 from .store.base import Store
+from .store.sql import quote
 from .store.wire import tsv_line
 
 __all__ = [
@@ -188,10 +189,6 @@ def decimal_sql(units: int) -> str:
 
 def range_sql(lo_ns: int, hi_ns: int) -> str:
     return f"timestamp >= {time_sql(lo_ns)} AND timestamp < {time_sql(hi_ns)}"
-
-
-def quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @contextmanager

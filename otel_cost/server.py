@@ -13,12 +13,14 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import grpc
 import uvicorn
 
+from .alerts.engine import Alerter
 from .api import api_app
 from .config import Config, parse_endpoint
 from .dedup import RecentSpans
@@ -31,7 +33,7 @@ from .receiver import BearerTokens, add_trace_service, otlp_http_app
 from .store import BatchWriter, Store, open_store
 from .workers import PipelinePool
 
-__all__ = ["EmbeddedUvicorn", "Server", "listen"]
+__all__ = ["EmbeddedUvicorn", "Server", "caps_snapshot", "listen"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +72,12 @@ def _listen_message(endpoint: str, what: str, setting: str, exc: OSError | None)
 
 
 class Server:
-    def __init__(self, config: Config, *, store: Store | None = None) -> None:
+    def __init__(
+        self, config: Config, *, store: Store | None = None, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        """`clock` (default: the real UTC time) is what the enforcer and the alerts call "now"."""
         self.config = config
+        self.clock = clock
         self._given_store = store
         self.store: Store | None = store
         self.metrics = Metrics()
@@ -84,6 +90,7 @@ class Server:
         self._writer: BatchWriter | None = None
         self._pool: PipelinePool | None = None
         self.enforcer: Enforcer | None = None
+        self.alerter: Alerter | None = None
         self._webhooks: WebhookSender | None = None
         self._sockets: list[socket.socket] = []
         self._stopped = False
@@ -118,10 +125,15 @@ class Server:
         recent = RecentSpans(config.store.dedup_keys)
         if config.store.dedup_window_seconds:
             await asyncio.to_thread(recent.preload, store, config.store.dedup_window_seconds)
-        enforcer = self.enforcer = Enforcer(store, config)
+        enforcer = self.enforcer = Enforcer(store, config, clock=self.clock, metrics=self.metrics)
+        self.metrics.track_caps(lambda: caps_snapshot(enforcer))
         if config.gateways:
             self._webhooks = WebhookSender(config.gateways)
             enforcer.state.on_change(self._webhooks.notify)
+        if config.alerts.enabled:
+            self.alerter = Alerter(store, config, metrics=self.metrics, clock=self.clock)
+            self.alerter.attach(enforcer)
+            await asyncio.to_thread(self.alerter.start)  # the ledger first: no repeats, no losses after a restart
         if config.budgets:
             await asyncio.to_thread(enforcer.poll_once)  # gateways never see an empty state from a live server
 
@@ -177,6 +189,7 @@ class Server:
             lambda: self._ready,
             config=config,
             caps=enforcer.state,
+            clock=self.clock,
         )
         tls_options: dict[str, Any] = {}
         if tls is not None:
@@ -229,9 +242,16 @@ class Server:
             await asyncio.to_thread(self._writer.shutdown, grace_seconds * 1000 + 10_000)
         if self.enforcer is not None:
             await asyncio.to_thread(self.enforcer.stop)
+        if self.alerter is not None:
+            await asyncio.to_thread(self.alerter.stop, grace_seconds)
         if self._webhooks is not None:
             await asyncio.to_thread(self._webhooks.stop)
         if self._pool is not None:
             await asyncio.to_thread(self._pool.shutdown)
         if self.store is not None and self._given_store is None:
             self.store.close()
+
+
+def caps_snapshot(enforcer: Enforcer) -> tuple[int, list[dict[str, Any]]]:
+    document = enforcer.state.document()
+    return int(document["version"]), list(document["caps"])

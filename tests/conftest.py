@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from otel_cost.store import Store, open_store
 
-from .helpers import RunningServer
+from .helpers import HookServer, RunningServer
 
 # Copied from ../shared/fixtures/otlp: real payloads recorded from third-party instrumentation.
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "otlp"
@@ -37,8 +38,10 @@ def store(store_url: str) -> Iterator[Store]:
 def make_server(store_url: str) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
-    def make(overrides: dict[str, dict[str, Any]] | None = None, url: str | None = None) -> RunningServer:
-        running = RunningServer(url or store_url, overrides)
+    def make(
+        overrides: dict[str, Any] | None = None, url: str | None = None, clock: Callable[[], datetime] | None = None
+    ) -> RunningServer:
+        running = RunningServer(url or store_url, overrides, clock)
         started.append(running)
         return running
 
@@ -50,3 +53,18 @@ def make_server(store_url: str) -> Iterator[Callable[..., RunningServer]]:
 @pytest.fixture
 def server(make_server: Callable[..., RunningServer]) -> RunningServer:
     return make_server()
+
+
+@pytest.fixture
+def hooks() -> Iterator[Callable[..., HookServer]]:
+    """Real HTTP servers on loopback that record what sinks and gateways POST to them."""
+    started: list[HookServer] = []
+
+    def make(**options: Any) -> HookServer:
+        hook = HookServer(**options)
+        started.append(hook)
+        return hook
+
+    yield make
+    for hook in started:
+        hook.close()

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
 import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import grpc
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -110,7 +117,12 @@ def chat_attributes(**extra: Any) -> dict[str, Any]:
 class RunningServer:
     """A real `Server` on 127.0.0.1 with ports chosen by the OS, in its own thread and event loop."""
 
-    def __init__(self, store_url: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        store_url: str,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         sections: dict[str, dict[str, Any]] = {
             "receiver": {"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0", "workers": 0},
             "api": {"endpoint": "127.0.0.1:0"},
@@ -122,7 +134,7 @@ class RunningServer:
             else:
                 sections[section] = values  # a list section: budgets, gateways
         self.config = load_config(overrides=sections, environ={})
-        self.server = Server(self.config)
+        self.server = Server(self.config, clock=clock)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="test-server", daemon=True)
         self._thread.start()
@@ -184,3 +196,91 @@ def send_with_sdk_span(
     span.end(end_time=None if start_ns is None else start_ns + 2_000_000_000)
     provider.shutdown()
     return span_id
+
+
+def export(server: RunningServer, request: ExportTraceServiceRequest) -> Any:
+    """One export over a real gRPC channel to the server's OTLP receiver; its response once acknowledged."""
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        return trace_service_pb2_grpc.TraceServiceStub(channel).Export(request, timeout=30)
+
+
+class FakeClock:
+    """What a server calls "now", set by the test (spans carry timestamps of the same time)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    @property
+    def ns(self) -> int:
+        return int(self.now.timestamp() * 1_000_000_000)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
+    """Poll until `predicate()` is truthy; its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout} s"
+        time.sleep(0.02)
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.monotonic() when it arrived
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class HookServer:
+    """A real HTTP server on 127.0.0.1 that records every POST (a webhook or Slack endpoint in tests).
+    `status` is what it answers; `hang` makes it accept and never answer (a dead sink)."""
+
+    status: int = 200
+    hang: bool = False
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if hook.hang:
+                    hook._release.wait(30)
+                    return
+                hook.received.append(Received(self.path, dict(self.headers.items()), body, time.monotonic()))
+                self.send_response(hook.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._release = threading.Event()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+
+    def bodies(self) -> list[Any]:
+        return [item.json() for item in list(self.received)]
+
+    def close(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()

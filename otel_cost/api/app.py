@@ -29,6 +29,7 @@ from ..receiver.auth import BearerTokens
 from ..reprice import RepriceResult, parse_when, reprice
 from ..rewrite import RewriteBusyError
 from ..store.base import Store
+from .alerts import alerts_endpoint
 from .caps import caps_endpoint
 from .openapi import OPENAPI
 
@@ -76,6 +77,7 @@ def api_app(
     *,
     config: Config | None = None,
     caps: CapState | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Starlette:
     """The API app. `config` (the server's own) enables `POST /v1/reprice` and `POST /v1/reattribute`:
     they price with the server's price overrides and attribute with its attribution rules, and are
@@ -225,6 +227,7 @@ def api_app(
             Route("/v1/reprice", reprice_endpoint, methods=["POST"]),
             Route("/v1/reattribute", reattribute_endpoint, methods=["POST"]),
             Route("/v1/caps", caps_endpoint(caps or CapState(30), read_tokens)),
+            Route("/v1/alerts", alerts_endpoint(store, read_tokens, clock)),
         ],
         exception_handlers={HTTPException: http_error},
     )

@@ -64,6 +64,60 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/v1/caps": {
+            "get": {
+                "summary": "The cap state document gateways enforce (ETag; If-None-Match -> 304; ?wait= long-poll)",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "schema": {"type": "number", "maximum": 55},
+                        "description": "seconds to hold the request until the version moves past If-None-Match",
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "the cap state document", "content": {"application/json": {}}},
+                    "304": {"description": "unchanged since the ETag sent"},
+                    "401": {
+                        "description": "missing or wrong read token",
+                        "content": {"application/json": {"schema": _ERROR}},
+                    },
+                },
+            }
+        },
+        "/v1/alerts": {
+            "get": {
+                "summary": "Alerts fired recently, newest first, with the sinks that acknowledged each",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "schema": {"type": "string", "default": "24h"},
+                        "description": "a duration (90m, 24h, 7d), a date or an ISO 8601 time",
+                    },
+                    {
+                        "name": "kind",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "only these kinds (repeat, or comma-separated)",
+                    },
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100, "maximum": 1000}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": '{"since": ISO time, "alerts": [alert documents with "delivered_to"]}',
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": {"description": "bad parameter", "content": {"application/json": {"schema": _ERROR}}},
+                    "401": {
+                        "description": "missing or wrong read token",
+                        "content": {"application/json": {"schema": _ERROR}},
+                    },
+                },
+            }
+        },
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

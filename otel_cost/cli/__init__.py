@@ -8,6 +8,7 @@ import sys
 import click
 
 from .. import __version__
+from .alerts import alerts
 from .attribution import attribution
 from .caps import caps, enforce
 from .config_check import config_group
@@ -60,6 +61,7 @@ cli.add_command(attribution)
 cli.add_command(config_group)
 cli.add_command(caps)
 cli.add_command(enforce)
+cli.add_command(alerts)
 
 
 def main() -> None:

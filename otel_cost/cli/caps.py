@@ -120,7 +120,7 @@ def caps(fmt: str, api_url: str | None, store_url: str | None, token: str | None
 @click.option("--store", "store_url", metavar="URL", envvar="OTEL_COST_STORE_URL", help="The store to read.")
 @friendly_errors
 def enforce(config_path: Path | None, store_url: str | None) -> None:
-    """Run the enforcer alone: evaluate budgets, serve GET /v1/caps, push webhooks.
+    """Run the enforcer alone: evaluate budgets, serve GET /v1/caps, push webhooks, raise alerts.
 
     For a ClickHouse server that several receivers write to: run as many replicas as you like, each
     publishes the same cap state (the version is derived from the decisions). `otel-cost serve` already
@@ -134,14 +134,17 @@ def enforce(config_path: Path | None, store_url: str | None) -> None:
     from ..enforcer.service import EnforcerService
 
     config = load_config(config_path, overrides={"store": {"url": store_url}} if store_url else None)
-    if not config.budgets:
-        raise click.ClickException("no budgets in the config: nothing to enforce")
+    if not config.budgets and not config.alerts.enabled:
+        raise click.ClickException("no budgets in the config and alerts are disabled: nothing to do")
 
     async def run() -> None:
         service = EnforcerService(config)
         await service.start()
         click.echo(
-            f"otel-cost enforcing {len(config.budgets)} budget(s); caps at :{service.api_port}/v1/caps", err=True
+            f"otel-cost enforcing {len(config.budgets)} budget(s)"
+            + (f", alerting to {len(config.alerts.sinks)} sink(s)" if config.alerts.enabled else "")
+            + f"; caps at :{service.api_port}/v1/caps",
+            err=True,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

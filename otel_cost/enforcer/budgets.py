@@ -10,18 +10,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from ..config import BudgetConfig, EnforcerConfig, window_seconds
+from ..formats import decimal_text, iso_utc, percent
 from ..store import Store
+from ..store.sql import quote, seconds_literal
 from .periods import period_bounds, window_bounds
 
-__all__ = ["ACTIONS", "BudgetState", "evaluate_budget", "severity"]
+__all__ = ["ACTIONS", "SCOPE_COLUMNS", "BudgetState", "evaluate_budget", "scope_sql", "severity"]
 
 #: Actions by severity: a gateway applies the most severe among the caps that match a request.
 ACTIONS = ("allow", "alert", "downgrade", "block")
-_COLUMNS = {
+SCOPE_COLUMNS = {
     "cost_center": "cost_center",
     "team": "team",
     "feature": "feature",
@@ -53,6 +55,8 @@ class BudgetState:
     reason: str
     downgrade: dict[str, str] = field(default_factory=dict)
     limit_at: datetime | None = None  # when the recent pace reaches the limit (None: not on this pace)
+    automatic: bool = False  # a runaway alert's temporary containment, not a configured budget
+    alert_id: str = ""  # the alert that asked for it (automatic caps)
 
     def document(self) -> dict[str, object]:
         """The cap as the cap state document carries it (DESIGN "Cap state document")."""
@@ -60,54 +64,41 @@ class BudgetState:
             "budget": self.budget,
             "scope": self.scope,
             "action": self.action,
-            "spent": _text(self.spent),
-            "limit": _text(self.limit),
+            "spent": decimal_text(self.spent),
+            "limit": decimal_text(self.limit),
             "currency": "USD",
-            "share": _text((self.spent / self.limit).quantize(Decimal("0.0001"), ROUND_HALF_EVEN)),
-            "period_start": _iso(self.period_start),
-            "period_end": _iso(self.period_end),
-            "forecast": _text(self.forecast.quantize(_CENT, ROUND_HALF_EVEN)),
-            "limit_at": _iso(self.limit_at) if self.limit_at else None,
+            "share": decimal_text((self.spent / self.limit).quantize(Decimal("0.0001"), ROUND_HALF_EVEN)),
+            "period_start": iso_utc(self.period_start),
+            "period_end": iso_utc(self.period_end),
+            "forecast": decimal_text(self.forecast.quantize(_CENT, ROUND_HALF_EVEN)),
+            "limit_at": iso_utc(self.limit_at) if self.limit_at else None,
             "reason": self.reason,
         }
         if self.action == "downgrade":
             out["downgrade"] = self.downgrade
+        if self.automatic:
+            out["automatic"] = True
+            out["alert_id"] = self.alert_id
+            out["expires_at"] = iso_utc(self.period_end)
         return out
 
 
-def _text(amount: Decimal) -> str:
-    text = format(amount.normalize(), "f")
-    return "0" if text in ("-0", "") else text
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _scope_sql(scope: Mapping[str, str]) -> str:
+def scope_sql(scope: Mapping[str, str]) -> str:
     conditions = ["billable = 1"]
     for dimension, pattern in sorted(scope.items()):
-        column = _COLUMNS[dimension]
+        column = SCOPE_COLUMNS[dimension]
         if "*" in pattern:
             regex = "^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$"
-            conditions.append(f"match({column}, {_quote(regex)})")
+            conditions.append(f"match({column}, {quote(regex)})")
         else:
-            conditions.append(f"{column} = {_quote(pattern)}")
+            conditions.append(f"{column} = {quote(pattern)}")
     return " AND ".join(conditions)
-
-
-def _time(moment: datetime) -> str:
-    return f"toDateTime({int(moment.timestamp())}, 'UTC')"
 
 
 def _spend_sql(budget: BudgetConfig, start: datetime, end: datetime, recent_start: datetime) -> str:
     """Per `per` group: spend in [start, end) and in [recent_start, end), from the rollups."""
-    groups = [_COLUMNS[dimension] for dimension in budget.per]
-    where = _scope_sql(budget.scope)
+    groups = [SCOPE_COLUMNS[dimension] for dimension in budget.per]
+    where = scope_sql(budget.scope)
     select = ", ".join([*groups, "cost", "bucket"])
     first_hour = start.replace(minute=0, second=0, microsecond=0)
     if first_hour < start:
@@ -117,20 +108,20 @@ def _spend_sql(budget: BudgetConfig, start: datetime, end: datetime, recent_star
     if budget.window is None and first_hour < this_hour:
         parts.append(
             f"SELECT {select} FROM (SELECT *, hour AS bucket FROM spend_hour) WHERE {where} "
-            f"AND hour >= {_time(first_hour)} AND hour < {_time(this_hour)}"
+            f"AND hour >= {seconds_literal(first_hour)} AND hour < {seconds_literal(this_hour)}"
         )
         minutes = (
-            f"((minute >= {_time(start)} AND minute < {_time(first_hour)}) "
-            f"OR (minute >= {_time(this_hour)} AND minute < {_time(end)}))"
+            f"((minute >= {seconds_literal(start)} AND minute < {seconds_literal(first_hour)}) "
+            f"OR (minute >= {seconds_literal(this_hour)} AND minute < {seconds_literal(end)}))"
         )
     else:
-        minutes = f"minute >= {_time(start)} AND minute < {_time(end)}"
+        minutes = f"minute >= {seconds_literal(start)} AND minute < {seconds_literal(end)}"
     parts.append(f"SELECT {select} FROM (SELECT *, minute AS bucket FROM spend_minute) WHERE {where} AND {minutes}")
     group_by = f" GROUP BY {', '.join(groups)}" if groups else ""
     keys = "".join(f"{column}, " for column in groups)
     return (
         f"SELECT {keys}toString(sum(cost)) AS spent, "
-        f"toString(sumIf(cost, bucket >= {_time(recent_start)})) AS recent "
+        f"toString(sumIf(cost, bucket >= {seconds_literal(recent_start)})) AS recent "
         f"FROM ({' UNION ALL '.join(parts)}){group_by}"
     )
 
@@ -138,19 +129,15 @@ def _spend_sql(budget: BudgetConfig, start: datetime, end: datetime, recent_star
 def _action(budget: BudgetConfig, share: Decimal, forecast_share: Decimal | None) -> tuple[str, str]:
     """(action, why) for a share of the limit spent."""
     if budget.block_at is not None and share >= budget.block_at:
-        return budget.hard_action, f"hard point {_percent(budget.block_at)} reached"
+        return budget.hard_action, f"hard point {percent(budget.block_at)} reached"
     if budget.downgrade_at is not None and share >= budget.downgrade_at:
-        return "downgrade", f"downgrade point {_percent(budget.downgrade_at)} reached"
+        return "downgrade", f"downgrade point {percent(budget.downgrade_at)} reached"
     passed = [point for point in budget.alert_at if share >= point]
     if passed:
-        return "alert", f"alert point {_percent(passed[-1])} reached"
+        return "alert", f"alert point {percent(passed[-1])} reached"
     if forecast_share is not None and budget.forecast_alert and forecast_share > 1:
-        return "alert", f"on pace for {_percent(forecast_share)} of the limit by the period end"
+        return "alert", f"on pace for {percent(forecast_share)} of the limit by the period end"
     return "allow", ""
-
-
-def _percent(share: Decimal) -> str:
-    return f"{(share * 100).quantize(Decimal(1), ROUND_HALF_EVEN)}%"
 
 
 def evaluate_budget(store: Store, budget: BudgetConfig, enforcer: EnforcerConfig, now: datetime) -> list[BudgetState]:
@@ -193,11 +180,11 @@ def evaluate_budget(store: Store, budget: BudgetConfig, enforcer: EnforcerConfig
                 limit_at = now + timedelta(seconds=float(seconds_left))
         scope: dict[str, str] = {str(key): value for key, value in budget.scope.items()}
         for dimension in budget.per:
-            scope[dimension] = str(row[_COLUMNS[dimension]])
+            scope[dimension] = str(row[SCOPE_COLUMNS[dimension]])
         reason = (
-            f"{_percent(share)} of {budget.limit} USD spent"
+            f"{percent(share)} of {budget.limit} USD spent"
             + (f" ({why})" if why else "")
-            + (f"; forecast {_percent(forecast_share)}" if forecast_share is not None else "")
+            + (f"; forecast {percent(forecast_share)}" if forecast_share is not None else "")
         )
         states.append(
             BudgetState(

@@ -1,6 +1,10 @@
 """The enforcer: evaluates every budget from the burn-rate rollups on an interval and publishes the cap
 state. One thread; a failed evaluation keeps the last state (its `generated_at` ages, so gateways can
-tell) and is retried on the next tick."""
+tell) and is retried on the next tick.
+
+Two hooks connect it to the alerts without making it wait for them: `on_evaluated(caps, now)` hands
+each evaluation to the alert engine (which works on its own thread), and `extra_caps(now)` adds the
+automatic containment caps runaway alerts asked for to the published document."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from datetime import UTC, datetime
 
 from ..config import Config
 from ..errors import OtelCostError
+from ..metrics import Metrics
 from ..store import Store
 from .budgets import BudgetState, evaluate_budget
 from .state import CapState
@@ -21,11 +26,30 @@ __all__ = ["Enforcer"]
 logger = logging.getLogger(__name__)
 
 
+CapsHook = Callable[[datetime], list[BudgetState]]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Enforcer:
-    def __init__(self, store: Store, config: Config, state: CapState | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        state: CapState | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.config = config
         self.state = state or CapState(config.enforcer.stale_after_seconds)
+        self.clock = clock or _utc_now
+        self.metrics = metrics
+        self.on_evaluated: Callable[[list[BudgetState], datetime], None] | None = None
+        self.extra_caps: CapsHook | None = None
         self.evaluations = 0
         self.failures = 0
         self.last_error = ""
@@ -35,7 +59,7 @@ class Enforcer:
 
     def evaluate(self, now: datetime | None = None) -> list[BudgetState]:
         """Every budget's caps at `now` (default: the current time)."""
-        moment = now or datetime.now(UTC)
+        moment = now or self.clock()
         caps: list[BudgetState] = []
         for budget in self.config.budgets:
             caps += evaluate_budget(self.store, budget, self.config.enforcer, moment)
@@ -43,16 +67,26 @@ class Enforcer:
 
     def poll_once(self, now: datetime | None = None) -> bool:
         """Evaluate and publish; True when a decision changed. Errors are logged, not raised."""
-        moment = now or datetime.now(UTC)
+        moment = now or self.clock()
+        started = time.monotonic()
         try:
             caps = self.evaluate(moment)
         except OtelCostError as exc:
             self.failures += 1
             self.last_error = exc.message
             logger.error("enforcer: evaluating budgets failed (keeping the last cap state): %s", exc.message)
+            if self.metrics is not None:
+                self.metrics.enforcer_evaluations.labels("failed").inc()
             return False
         self.evaluations += 1
         self.last_error = ""
+        if self.metrics is not None:
+            self.metrics.enforcer_poll_seconds.observe(time.monotonic() - started)
+            self.metrics.enforcer_evaluations.labels("ok").inc()
+        if self.on_evaluated is not None:
+            self.on_evaluated(caps, moment)
+        if self.extra_caps is not None:
+            caps = caps + self.extra_caps(moment)
         return self.state.update(caps, moment)
 
     def nudge(self) -> None:
@@ -60,7 +94,7 @@ class Enforcer:
         self._wake.set()
 
     def start(self, on_tick: Callable[[], None] | None = None) -> None:
-        if self._thread is not None or not self.config.budgets:
+        if self._thread is not None or not (self.config.budgets or self.extra_caps is not None):
             return
         self._thread = threading.Thread(target=self._run, args=(on_tick,), name="otel-cost-enforcer", daemon=True)
         self._thread.start()

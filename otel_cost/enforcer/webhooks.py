@@ -17,27 +17,19 @@ delivered.
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import logging
 import threading
-import time
 import urllib.error
 import urllib.request
 
 from ..config import GatewayConfig
+from ..signing import sign, signed_headers
 
 __all__ = ["WebhookSender", "sign"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 30.0
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The X-Otel-Cost-Signature value for `body` sent at `timestamp`."""
-    digest = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
 
 
 class _Target:
@@ -56,7 +48,6 @@ class _Target:
             self.cond.notify()
 
     def _post(self, version: int, body: bytes) -> None:
-        timestamp = int(time.time())
         request = urllib.request.Request(
             self.gateway.webhook,
             data=body,
@@ -64,8 +55,7 @@ class _Target:
             headers={
                 "Content-Type": "application/json",
                 "User-Agent": "otel-cost",
-                "X-Otel-Cost-Timestamp": str(timestamp),
-                "X-Otel-Cost-Signature": sign(self.gateway.secret, timestamp, body),
+                **signed_headers(self.gateway.secret, body),
                 "X-Otel-Cost-Version": str(version),
             },
         )

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from .schema import migrations
+from .sql import quote
 
 __all__ = ["INSERT_SETTINGS", "QueryResult", "Store"]
 
@@ -92,9 +93,21 @@ class Store(ABC):
     def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
         """Run a query; `readonly` (the default) refuses anything but reads."""
 
-    def poll(self, sql: str) -> QueryResult:
-        """A read-only query for the enforcer's polls: stores that can give it its own connection do, so
-        a long user query never delays cap state."""
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], token: str) -> None:
+        """Insert a few rows of one of otel-cost's own small tables (alerts, deliveries) as JSON, once:
+        a retry with the same token is ignored."""
+        if not rows:
+            return
+        data = "\n".join(json.dumps(row, separators=(",", ":"), default=str) for row in rows)
+        self.execute(
+            f"INSERT INTO {table} SETTINGS insert_deduplicate = 1, insert_deduplication_token = {quote(token)} "
+            f"FORMAT JSONEachRow\n{data}"
+        )
+
+    def poll(self, sql: str, *, lane: str = "enforcer") -> QueryResult:
+        """A read-only query for a background loop (`lane`: the enforcer's, or the alert detectors').
+        Stores that can give each lane its own connection do, so a long user query, or a detector's
+        scan, never delays cap state."""
         return self.query(sql)
 
     @abstractmethod

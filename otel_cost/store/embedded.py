@@ -7,6 +7,7 @@ sessions; reads run with `readonly=1` (writes, DDL, settings changes and file/UR
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -77,7 +78,8 @@ class EmbeddedStore(Store):
             try:
                 self._writer = chdb_session.Session(str(path))
                 self._reader = chdb_session.Session(str(path))
-                self._poller = chdb_session.Session(str(path))  # the enforcer's: never behind a user query
+                # One session per background lane: cap state never waits behind a user query or a detector.
+                self._lanes = {lane: chdb_session.Session(str(path)) for lane in ("enforcer", "alerts")}
             except Exception as exc:
                 if (path / "status").exists():
                     _check_not_locked(path)
@@ -86,11 +88,11 @@ class EmbeddedStore(Store):
             _open_count += 1
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._poll_lock = threading.Lock()
+        self._lane_locks = {lane: threading.Lock() for lane in self._lanes}
         self._closed = False
         self._writer.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         self._writer.query(f"USE {self.database}")
-        for session in (self._reader, self._poller):
+        for session in (self._reader, *self._lanes.values()):
             session.query(f"USE {self.database}")
             for key, value in QUERY_SETTINGS.items():
                 session.query(f"SET {key} = {value}")
@@ -119,9 +121,9 @@ class EmbeddedStore(Store):
     def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
         return QueryResult.from_json_compact(self.query_text(sql, "JSONCompact", readonly=readonly))
 
-    def poll(self, sql: str) -> QueryResult:
-        with self._poll_lock:
-            return QueryResult.from_json_compact(self._run(self._poller, sql, "JSONCompact"))
+    def poll(self, sql: str, *, lane: str = "enforcer") -> QueryResult:
+        with self._lane_locks[lane]:
+            return QueryResult.from_json_compact(self._run(self._lanes[lane], sql, "JSONCompact"))
 
     def query_text(self, sql: str, fmt: str, *, readonly: bool = True) -> bytes:
         if readonly:
@@ -149,8 +151,10 @@ class EmbeddedStore(Store):
         if self._closed:
             return
         self._closed = True
-        with self._write_lock, self._read_lock, self._poll_lock:
-            for session in (self._poller, self._reader, self._writer):
+        with contextlib.ExitStack() as held:
+            for lock in (self._write_lock, self._read_lock, *self._lane_locks.values()):
+                held.enter_context(lock)
+            for session in (*self._lanes.values(), self._reader, self._writer):
                 try:
                     session.close()
                 except Exception:  # closing must not mask the reason we are closing

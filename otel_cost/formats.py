@@ -1,0 +1,24 @@
+"""How documents (cap state, alerts, API answers) write money, instants and shares."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+
+__all__ = ["decimal_text", "iso_utc", "percent"]
+
+
+def decimal_text(amount: Decimal) -> str:
+    """An exact amount as plain digits: no exponent, no trailing zeros ("4512.1", "0")."""
+    text = format(amount.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def iso_utc(moment: datetime) -> str:
+    """`2026-12-01T00:00:00Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def percent(share: Decimal) -> str:
+    """0.9024 -> "90%"."""
+    return f"{(share * 100).quantize(Decimal(1), ROUND_HALF_EVEN)}%"
