@@ -1,4 +1,5 @@
--- Alerts (`alerts:` in the config): every alert fired, once, and every delivery a sink acknowledged.
+-- Alerts (`alerts:` in the config): every alert fired, once, and every delivery a sink acknowledged
+-- (or refused for good: a 4xx, or retried past a day).
 -- The engine records an alert before any sink sees it, so a restart neither repeats it (its key is
 -- reloaded) nor loses it (alerts with no delivery row for a sink are sent again). Inserts carry the
 -- alert id as their deduplication token: a retried insert, or two replicas firing the same once-only
@@ -25,8 +26,10 @@ CREATE TABLE IF NOT EXISTS alert_deliveries
 (
     alert_id String,
     sink LowCardinality(String),                                   -- the sink's name (alerts.sinks[].name, or its kind)
-    delivered_at DateTime64(3, 'UTC'),
-    attempts UInt32
+    delivered_at DateTime64(3, 'UTC'),                             -- when the sink answered (or was given up)
+    attempts UInt32,
+    outcome LowCardinality(String),                                -- delivered | failed
+    reason String                                                  -- why it failed, '' when delivered
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (alert_id, sink)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,54 @@ def test_a_correction_is_a_new_entry_after_the_old_one(tmp_path: Path) -> None:
     )
     config = load_config(write(tmp_path, text), environ={})
     assert [override.name for override in config.pricing.overrides] == ["contract", "contract-v2"]
+
+
+@pytest.mark.parametrize(
+    ("alerts", "expected"),
+    [
+        (
+            "  sinks:\n    - {kind: webhook, url: 'https://hooks.internal/finops'}\n",
+            "{path}:3: alerts.sinks.0: a webhook sink needs a secret (at least 16 characters): its requests are signed",
+        ),
+        ("  sinks:\n    - {kind: slack}\n", "{path}:3: alerts.sinks.0: a slack sink needs a url"),
+        (
+            "  sinks:\n    - {kind: log, kinds: [agent_loops]}\n",
+            "{path}:3: alerts.sinks.0: unknown alert kind(s) agent_loops (known: budget_threshold, budget_forecast, "
+            "agent_loop, retry_storm, spend_spike, unpriced_model, unattributed_share, floating_alias, new_owner)",
+        ),
+        (
+            "  sinks:\n    - {kind: slack, url: 'https://hooks.slack.com/a'}\n"
+            "    - {kind: slack, url: 'https://hooks.slack.com/b'}\n",
+            "{path}:2: alerts.sinks: sink names must be unique (set `name`): slack",
+        ),
+        (
+            "  runaway:\n    agent_loop:\n      max_call: 10\n",
+            "{path}:4: alerts.runaway.agent_loop.max_call: unknown key 'max_call' in 'alerts.runaway.agent_loop'",
+        ),
+        (
+            "  runaway:\n    retry_storm:\n      contain: {action: downgrade}\n",
+            "{path}:4: alerts.runaway.retry_storm.contain: a downgrade containment needs a downgrade map",
+        ),
+        (
+            "  runaway:\n    spend_spike:\n      window: 2d\n      baseline: 24h\n",
+            "{path}:3: alerts.runaway.spend_spike: window must be shorter than baseline",
+        ),
+        (
+            "  hygiene:\n    lookback: an hour\n",
+            "{path}:3: alerts.hygiene.lookback: window must be minutes, hours or days, e.g. 60m, 24h, 7d "
+            "(got 'an hour')",
+        ),
+    ],
+)
+def test_alert_errors_name_their_line(tmp_path: Path, alerts: str, expected: str) -> None:
+    path = write(tmp_path, "alerts:\n" + alerts)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.message.startswith(expected.format(path=path)), caught.value.message
+
+
+def test_alerts_default_to_every_detector_and_the_log() -> None:
+    alerts = load_config(environ={}).alerts
+    assert alerts.enabled and alerts.budgets and [sink.kind for sink in alerts.sinks] == ["log"]
+    assert (alerts.runaway.agent_loop.max_calls, alerts.runaway.agent_loop.max_cost_usd) == (25, Decimal("10"))
+    assert alerts.runaway.agent_loop.contain is None  # containment is opt-in

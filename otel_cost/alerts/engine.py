@@ -221,6 +221,10 @@ class Alerter:
 
     def _failed(self, alert: Alert, sink: str, reason: str) -> None:
         logger.error("alerts: %s gave up on alert %s (%s): %s", sink, alert.id, alert.title, reason)
+        try:  # refused for good (a 4xx, or past the retry deadline): not re-sent after a restart either
+            self.ledger.record_delivery(alert.id, sink, _utc_now(), 0, outcome="failed", reason=reason)
+        except OtelCostError as exc:
+            logger.warning("alerts: recording the failure of %s to %s failed: %s", alert.id, sink, exc.message)
 
     def _run(self) -> None:
         interval = self.settings.interval_seconds

@@ -76,12 +76,24 @@ class AlertLedger:
         }
         self.store.insert_rows("alerts", [row], alert.id)
 
-    def record_delivery(self, alert_id: str, sink: str, delivered_at: datetime, attempts: int) -> None:
-        row = {"alert_id": alert_id, "sink": sink, "delivered_at": _stored_time(delivered_at), "attempts": attempts}
+    def record_delivery(
+        self, alert_id: str, sink: str, at: datetime, attempts: int, *, outcome: str = "delivered", reason: str = ""
+    ) -> None:
+        """A sink acknowledged the alert, or refused it for good (`outcome="failed"`): either way it is not
+        sent to that sink again after a restart."""
+        row = {
+            "alert_id": alert_id,
+            "sink": sink,
+            "delivered_at": _stored_time(at),
+            "attempts": attempts,
+            "outcome": outcome,
+            "reason": reason[:500],
+        }
         self.store.insert_rows("alert_deliveries", [row], f"{alert_id}/{sink}")
 
     def undelivered(self, sinks: Iterable[str], since: datetime) -> list[tuple[Alert, list[str]]]:
-        """Alerts fired since `since` with the sinks (of `sinks`) that never acknowledged them, oldest first."""
+        """Alerts fired since `since` with the sinks (of `sinks`) that never answered them (neither
+        acknowledged nor refused for good), oldest first."""
         wanted = list(sinks)
         if not wanted:
             return []
@@ -117,7 +129,7 @@ class AlertLedger:
         delivered: dict[str, list[str]] = {}
         for alert_id, sinks in self.store.query(
             f"SELECT alert_id, arraySort(groupUniqArray(sink)) FROM alert_deliveries WHERE alert_id IN ({ids}) "
-            "GROUP BY alert_id"
+            "AND outcome = 'delivered' GROUP BY alert_id"
         ).rows:
             delivered[alert_id] = list(sinks)
         return [{**alert.document(), "delivered_to": delivered.get(alert.id, [])} for alert in alerts]

@@ -93,6 +93,9 @@ def summary(config: Config) -> list[str]:
         catalog = f"{attribution.service_catalog}: {_plural(len(services), 'service')}"
     else:
         catalog = "none"
+    budgets = _plural(len(config.budgets), "budget")
+    if config.budgets:
+        budgets += ": " + ", ".join(budget.name for budget in config.budgets)
     return [
         f"  receiver      {receiving}",
         f"  api           {api.endpoint}, {_plural(len(api.read_tokens), 'read token')}, "
@@ -104,7 +107,38 @@ def summary(config: Config) -> list[str]:
         f"  tags          {tags or 'none'}",
         f"  catalog       {catalog}",
         f"  cost centers  {_plural(len(attribution.cost_centers), 'team')} mapped",
+        f"  budgets       {budgets}; {_plural(len(config.gateways), 'gateway webhook')}",
+        f"  alerts        {_alerts(config)}",
     ]
+
+
+def _alerts(config: Config) -> str:
+    alerts = config.alerts
+    if not alerts.enabled:
+        return "off"
+    runaway = alerts.runaway
+    detectors = [
+        name + (" (contains)" if detector.contain is not None else "")
+        for name, detector in (
+            ("agent_loop", runaway.agent_loop),
+            ("retry_storm", runaway.retry_storm),
+            ("spend_spike", runaway.spend_spike),
+        )
+        if detector.enabled
+    ]
+    hygiene = alerts.hygiene
+    detectors += [
+        name
+        for name, on in (
+            ("unpriced_model", hygiene.unpriced_models),
+            ("unattributed_share", hygiene.unattributed_share is not None),
+            ("floating_alias", hygiene.floating_aliases),
+            ("new_owner", bool(hygiene.new_owners)),
+        )
+        if on
+    ]
+    sinks = ", ".join(f"{sink.label} ({sink.kind})" if sink.label != sink.kind else sink.kind for sink in alerts.sinks)
+    return f"every {alerts.interval_seconds:g} s: {', '.join(detectors) or 'budgets only'}; sinks: {sinks or 'none'}"
 
 
 @config_group.command()

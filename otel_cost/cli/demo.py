@@ -54,3 +54,4 @@ def demo(endpoint: str, calls: int, seed: int, token: str | None) -> None:
     services = ", ".join(f"{name} {count}" for name, count in sorted(summary.by_service.items()))
     click.echo(f"sent {summary.calls} model calls in {summary.spans} spans to {endpoint} ({services})")
     click.echo('next: otel-cost sql "SELECT team, sum(cost) FROM requests WHERE billable GROUP BY team"')
+    click.echo("      otel-cost alerts    (the runaway agent is caught within one detector interval, 5 s by default)")

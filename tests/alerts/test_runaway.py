@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from otel_cost.cli import cli
 
-from ..helpers import HookServer, RunningServer, export, make_request, make_span, wait_for
+from ..helpers import FakeClock, HookServer, RunningServer, export, make_request, make_span, wait_for
 
 SECRET = "alert-secret-0123456789"
 OPUS = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-opus-4-1"}
@@ -285,3 +285,41 @@ def test_a_dead_sink_slows_neither_ingestion_nor_enforcement(
     assert server.server.alerter is not None
     queued = server.server.alerter.dispatcher.queued()
     assert queued["hanging"] >= 10  # waiting behind the request that never ends
+
+
+def test_an_automatic_cap_reaches_gateways_survives_a_restart_and_lapses(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    from otel_cost.gateway import CapsClient
+
+    clock = FakeClock(datetime.now(UTC))
+    config = {
+        "enforcer": {"interval_seconds": 0.05},
+        "alerts": {
+            "interval_seconds": 0.2,
+            "runaway": {"agent_loop": {"max_calls": 5, "contain": {"action": "block", "minutes": 10}}},
+        },
+    }
+    server = make_server(config, clock=clock)
+    trace = os.urandom(16)
+    loop = [opus_call(trace, clock.now - timedelta(seconds=30 - step)) for step in range(6)]
+    export(server, make_request(loop, resource=DOCS))
+
+    def automatic(server: RunningServer) -> list[dict[str, Any]]:
+        return [cap for cap in caps(server)["caps"] if cap.get("automatic")]
+
+    wait_for(lambda: automatic(server), what="the automatic cap")
+    with CapsClient(server.api_url, wait_seconds=1).start() as client:
+        client.wait_ready(5)
+        decision = client.decide({"agent": "doc-triage", "team": "data-platform"}, "claude-opus-4-1")
+        assert decision.action == "block" and decision.budgets == ("auto:agent_loop",)
+        assert client.decide({"agent": "summarizer"}, "claude-opus-4-1").action == "allow"
+
+    server.close()
+    server = make_server(config, clock=clock)
+    (cap,) = wait_for(lambda: automatic(server), what="the automatic cap after the restart")
+    assert cap["expires_at"] == (clock.now + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert server.scalar("SELECT count() FROM (SELECT alert_id FROM alerts GROUP BY alert_id)") == 1
+
+    clock.now += timedelta(minutes=11)
+    wait_for(lambda: not automatic(server), what="the automatic cap to lapse")

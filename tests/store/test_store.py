@@ -55,6 +55,7 @@ def test_migrations_are_recorded_and_idempotent(store: Store) -> None:
         "005_reprice_runs.sql",
         "006_attribution.sql",
         "007_reattribute_runs.sql",
+        "008_alerts.sql",
     ]
     assert store.migrate() == []
     assert [r[0] for r in store.query("SELECT name FROM schema_migrations ORDER BY name").rows] == names
