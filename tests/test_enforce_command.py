@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from .test_cli import OTEL_COST, free_port
 
 
@@ -46,8 +48,13 @@ def test_enforce_serves_caps_from_a_store_it_does_not_write(tmp_path: Path) -> N
                 time.sleep(0.2)
         (cap,) = document["caps"]
         assert (cap["budget"], cap["action"], cap["spent"]) == ("payments-daily", "allow", "0")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            families = {family.name for family in text_string_to_metric_families(response.read().decode())}
+        assert {"otel_cost_enforcer_poll_seconds", "otel_cost_cap_state_version", "otel_cost_alerts_fired"} <= families
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/alerts", timeout=5) as response:
+            assert json.loads(response.read())["alerts"] == []
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
-    assert "enforcing 1 budget(s)" in stderr
+    assert "enforcing 1 budget(s), alerting to 1 sink(s)" in stderr

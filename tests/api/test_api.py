@@ -39,6 +39,9 @@ def call(
         ("/v1/reprice", b"x" * 2_000_000, None, 413, "too_large", "request body over"),
         ("/v1/reprice", {"until": "2026-12-01"}, None, 400, "bad_request", '"since": "YYYY-MM-DD"'),
         ("/v1/reprice", {"since": "2026-12-01", "until": "2026-11-01"}, None, 400, "bad_request", "must be before"),
+        ("/v1/alerts?since=yesterday", None, None, 400, "bad_request", "since must be a duration (90m, 24h, 7d)"),
+        ("/v1/alerts?limit=0", None, None, 400, "bad_request", "limit must be 1-1000 (got 0)"),
+        ("/v1/alerts?kind=loops", None, None, 400, "bad_request", "unknown alert kind(s) loops"),
         ("/nowhere", None, None, 404, "not_found", "Not Found"),
         ("/v1/sql", None, "GET", 405, "method_not_allowed", "Method Not Allowed"),
     ],
@@ -97,3 +100,11 @@ def test_health_readiness_metrics_and_openapi(server: RunningServer) -> None:
     assert "otel_cost_process_peak_resident_memory_bytes" in metrics
     status, openapi = call(f"{server.api_url}/openapi.json")
     assert status == 200 and openapi["openapi"].startswith("3.") and "/v1/sql" in openapi["paths"]
+
+
+def test_alerts_listing_needs_the_read_token(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server({"api": {"read_tokens": ["reader-token"]}})
+    status, document = call(f"{server.api_url}/v1/alerts")
+    assert status == 401 and document["error"]["code"] == "unauthenticated"
+    status, document = call(f"{server.api_url}/v1/alerts?since=7d", headers={"Authorization": "Bearer reader-token"})
+    assert status == 200 and document["alerts"] == []
