@@ -81,16 +81,20 @@ def test_metrics_carry_what_the_traffic_did(
     assert server.server.enforcer is not None
     document = server.server.enforcer.state.document
     wait_for(lambda: document()["caps"][0]["spent"] == "0.45", what="the budget at 0.45")
-    wait_for(lambda: hook.received, what="the 40% alert delivered")
+    wait_for(lambda: any(body["kind"] == "budget_threshold" for body in hook.bodies()), what="the 40% alert")
 
-    samples = wait_for(
-        lambda: (
-            (found := scrape(server))
-            and value(found, "otel_cost_alert_deliveries_total", sink="webhook", outcome="delivered") >= 1
-            and found
-        ),
-        what="the delivery counted",
-    )
+    def counted() -> Any:
+        found = scrape(server)
+        fired = found.get(
+            ("otel_cost_alerts_fired_total", frozenset({("kind", "budget_threshold"), ("severity", "warning")}))
+        )
+        delivered = found.get(
+            ("otel_cost_alert_deliveries_total", frozenset({("sink", "webhook"), ("outcome", "delivered")}))
+        )
+        detected = found.get(("otel_cost_alert_detectors_seconds_count", frozenset()))
+        return found if fired == 1 and delivered and delivered >= 1 and detected else None
+
+    samples = wait_for(counted, what="the alert and its delivery counted")
     assert value(samples, "otel_cost_spans_received_total") == 6
     assert value(samples, "otel_cost_spans_accepted_total") == 5
     assert value(samples, "otel_cost_spans_rejected_total", reason="invalid") == 1

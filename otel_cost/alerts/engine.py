@@ -228,7 +228,7 @@ class Alerter:
 
     def _run(self) -> None:
         interval = self.settings.interval_seconds
-        next_run = time.monotonic()
+        next_run = time.monotonic() + interval  # the first run waits one interval: start-up stays quick
         while not self._stopping.is_set():
             self._wake.wait(max(0.0, next_run - time.monotonic()))
             self._wake.clear()

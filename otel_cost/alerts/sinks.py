@@ -15,7 +15,8 @@ A webhook request is signed at every attempt (a retry hours later would fail the
 replay window otherwise) and carries `X-Otel-Cost-Alert-Id`, which stays the same across attempts and
 restarts: receivers deduplicate on it.
 
-The log sink writes one WARNING line inside `submit`; it is not recorded and never fails.
+The log sink writes one line inside `submit` (INFO for info alerts, WARNING for the others); it is not
+recorded and never fails.
 """
 
 from __future__ import annotations
@@ -509,8 +510,13 @@ class AlertDispatcher:
             self._warn_unknown(wanted)
         for config in self._log_sinks:
             if (wanted is None or config.label in wanted) and _admits(config, alert):
-                logger.warning(
-                    "alert %s [%s] %s: %s", alert.id, alert.severity, _one_line(alert.title), _one_line(alert.message)
+                logger.log(
+                    logging.INFO if alert.severity == "info" else logging.WARNING,
+                    "alert %s [%s] %s: %s",
+                    alert.id,
+                    alert.severity,
+                    _one_line(alert.title),
+                    _one_line(alert.message),
                 )
         give_up_at = time.monotonic() + self._give_up_after_seconds
         for sink in self._sinks:

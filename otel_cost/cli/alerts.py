@@ -15,9 +15,9 @@ import click
 from ..alerts.ledger import AlertLedger
 from ..api.alerts import MAX_ALERTS, parse_since
 from ..config import ALERT_KINDS, load_config
-from ..errors import QueryError
 from ..store import QueryResult, open_store
 from .options import format_option, friendly_errors
+from .remote import get_json
 from .reprice import api_url_for, store_url_for
 from .sql import query_options, render
 
@@ -27,20 +27,8 @@ _COLUMNS = ("fired_at", "severity", "kind", "title", "subject", "delivered_to", 
 
 
 def _fetch(api_url: str, token: str | None, params: list[tuple[str, str]]) -> list[dict[str, Any]] | None:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = f"{api_url.rstrip('/')}/v1/alerts?{urllib.parse.urlencode(params)}"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
-            found: list[dict[str, Any]] = json.loads(response.read())["alerts"]
-            return found
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {exc.code}"
-        raise QueryError(f"{api_url}: {message}") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
+    document = get_json(api_url, f"/v1/alerts?{urllib.parse.urlencode(params)}", token)
+    return None if document is None else list(document["alerts"])
 
 
 def _rows(found: list[dict[str, Any]]) -> QueryResult:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,10 @@ import click
 
 from ..config import Config, load_config
 from ..enforcer import Enforcer
-from ..errors import OtelCostError, QueryError, StoreError
+from ..errors import OtelCostError, StoreError
 from ..store import QueryResult, open_store, parse_store_url
 from .options import friendly_errors
+from .remote import get_json
 from .reprice import api_url_for
 from .sql import query_options, render
 
@@ -25,20 +24,8 @@ __all__ = ["caps", "enforce"]
 
 
 def _fetch(api_url: str, token: str | None) -> dict[str, Any] | None:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    request = urllib.request.Request(f"{api_url.rstrip('/')}/v1/caps", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            document: dict[str, Any] = json.loads(response.read())
-            return document
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {exc.code}"
-        raise QueryError(f"{api_url}: {message}") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
+    document: dict[str, Any] | None = get_json(api_url, "/v1/caps", token)
+    return document
 
 
 def _evaluate_directly(config: Config) -> dict[str, Any]:

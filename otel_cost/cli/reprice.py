@@ -20,6 +20,7 @@ from ..pricing import PriceBook
 from ..reprice import CHUNK_ROWS, RepriceResult, parse_when, reprice, units_text
 from ..store import open_store, parse_store_url
 from .options import friendly_errors
+from .remote import api_error_message
 
 __all__ = [
     "Progress",
@@ -227,11 +228,7 @@ def run_via_api(
                 elif "error" in event:
                     raise QueryError(f"the server could not {verb}: {event['error']['message']}")
     except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {exc.code}"
-        raise QueryError(f"the server at {api_url} refused: {message}") from None
+        raise QueryError(f"the server at {api_url} refused: {api_error_message(exc)}") from None
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None
     except OtelCostError:

@@ -17,6 +17,7 @@ from ..config import load_config, parse_endpoint
 from ..errors import OtelCostError, QueryError, StoreError
 from ..store import QueryResult, open_store, parse_store_url
 from .options import format_option, friendly_errors
+from .remote import api_error_message
 
 __all__ = ["query_options", "render", "run_query", "sql"]
 
@@ -121,11 +122,7 @@ def _via_api(api_url: str, query: str, fmt: str, token: str | None) -> str | Non
         with urllib.request.urlopen(request, timeout=120) as response:
             payload = response.read()
     except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {exc.code}"
-        raise QueryError(message) from None
+        raise QueryError(api_error_message(exc)) from None
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None
     if fmt == "csv":

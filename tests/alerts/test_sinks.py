@@ -634,6 +634,10 @@ def test_the_log_sink_logs_one_warning_line(
     [record] = [record for record in caplog.records if record.name == SINKS_LOGGER]
     assert record.levelno == logging.WARNING
     assert record.getMessage() == f"alert {alert.id} [critical] Runaway agent doc-triage: 412 calls in 3 minutes"
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger=SINKS_LOGGER):
+        make_dispatcher([AlertSinkConfig(kind="log")]).submit(make_alert(severity="info"))
+    assert [record.levelno for record in caplog.records if record.name == SINKS_LOGGER] == [logging.INFO]
     assert dispatcher.recorded_sinks == []
     assert dispatcher.queued() == {}
     assert calls.delivered == []
