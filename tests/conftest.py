@@ -22,9 +22,23 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("chdb")
 
 
+@pytest.fixture(scope="session")
+def janitor(chdb_path: Path) -> Iterator[Store]:
+    """The session's store on the `default` database: it drops what each test created."""
+    opened = open_store(f"chdb:{chdb_path}?database=default", migrate=False)
+    yield opened
+    opened.close()
+
+
 @pytest.fixture
-def store_url(chdb_path: Path) -> str:
-    return f"chdb:{chdb_path}?database=t_{uuid.uuid4().hex[:12]}"
+def store_url(chdb_path: Path, janitor: Store) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"chdb:{chdb_path}?database={name}"
+    # Every database the test made (its own, and any named after it) is dropped afterwards: the engine
+    # keeps background work scheduled for every database it holds, so a session that kept hundreds made
+    # each later server start take seconds instead of a fifth of one.
+    for (database,) in janitor.query(f"SELECT name FROM system.databases WHERE endsWith(name, '{name}')").rows:
+        janitor.execute(f"DROP DATABASE IF EXISTS {database} SYNC")
 
 
 @pytest.fixture

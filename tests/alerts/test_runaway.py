@@ -237,17 +237,20 @@ def test_demo_traffic_trips_the_runaway_alert_on_a_fresh_server(make_server: Cal
 
 
 def test_a_dead_sink_slows_neither_ingestion_nor_enforcement(
-    make_server: Callable[..., RunningServer], hooks: Callable[..., HookServer]
+    make_server: Callable[..., RunningServer], hooks: Callable[..., HookServer], store_url: str
 ) -> None:
     dead = hooks(hang=True)  # accepts, never answers
     live = hooks()
     budget = {"name": "docs", "scope": {"team": "data-platform"}, "window": "60m", "limit": "5", "block_at": 1}
-    baseline = make_server({"alerts": {"enabled": False}}, url=None)
+    # The same traffic to a server with no alerts at all, on a store of its own, in the same run.
+    baseline = make_server({"alerts": {"enabled": False}}, url=store_url.replace("database=", "database=quiet_"))
+    loops: list[str] = []
 
     def ack_times(server: RunningServer) -> list[float]:
         times = []
         for _ in range(12):  # each export is a new loop of 25 calls: an alert per export
             trace = os.urandom(16)
+            loops.append(trace.hex())
             at = datetime.now(UTC) - timedelta(minutes=1)
             spans = [opus_call(trace, at + timedelta(seconds=step)) for step in range(25)]
             started = time.monotonic()
@@ -257,6 +260,7 @@ def test_a_dead_sink_slows_neither_ingestion_nor_enforcement(
 
     quiet = ack_times(baseline)
     baseline.close()
+    del loops[:]
     server = make_server(
         {
             "budgets": [budget],
@@ -281,7 +285,10 @@ def test_a_dead_sink_slows_neither_ingestion_nor_enforcement(
     assert statistics.median(loaded) <= 3 * statistics.median(quiet) + 0.05, (quiet, loaded)
     # Enforcement went on: the budget (5 USD an hour; 12 loops of 13.125 USD) is blocking.
     wait_for(lambda: any(cap["action"] == "block" for cap in caps(server)["caps"]), what="the block")
-    wait_for(lambda: len(of_kind(live, "agent_loop")) == 12, what="every loop alerted to the live sink")
+    wait_for(
+        lambda: {body["subject"]["trace_id"] for body in of_kind(live, "agent_loop")} == set(loops),
+        what="every loop alerted to the live sink",
+    )
     assert server.server.alerter is not None
     queued = server.server.alerter.dispatcher.queued()
     assert queued["hanging"] >= 10  # waiting behind the request that never ends
