@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-__all__ = ["decimal_text", "iso_utc", "percent"]
+__all__ = ["decimal_text", "iso_utc", "percent", "plural"]
 
 
 def decimal_text(amount: Decimal) -> str:
@@ -22,3 +22,8 @@ def iso_utc(moment: datetime) -> str:
 def percent(share: Decimal) -> str:
     """0.9024 -> "90%"."""
     return f"{(share * 100).quantize(Decimal(1), ROUND_HALF_EVEN)}%"
+
+
+def plural(count: int, word: str) -> str:
+    """(1, "call") -> "1 call"; (3, "call") -> "3 calls"."""
+    return f"{count} {word}{'s' if count != 1 else ''}"

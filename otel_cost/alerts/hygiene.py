@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from ..config import HygieneConfig, window_seconds
 from ..enforcer.budgets import SCOPE_COLUMNS
 from ..enforcer.periods import period_bounds
-from ..formats import decimal_text, iso_utc, percent
+from ..formats import decimal_text, iso_utc, percent, plural
 from ..model import UNATTRIBUTED
 from ..store import Store
 from ..store.sql import quote, seconds_literal
@@ -77,9 +77,10 @@ def detect_unpriced(store: Store, config: HygieneConfig, now: datetime) -> list[
                 kind="unpriced_model",
                 key=f"unpriced_model|{provider}|{model}|{month}",
                 severity="warning",
-                title=f"Unpriced model: {provider}/{model} ({row['call_count']} calls with no price)",
+                title=f"Unpriced model: {provider}/{model} ({plural(int(row['call_count']), 'call')} with no price)",
                 message=(
-                    f"{row['call_count']} calls to {model} (provider {provider or '-'}) in the last {config.lookback} "
+                    f"{plural(int(row['call_count']), 'call')} to {model} (provider {provider or '-'}) "
+                    f"in the last {config.lookback} "
                     f"have no price: {row['input']} input and {row['output']} output tokens are stored with "
                     f"priced = 0 ({reason or 'no price known'}), so budgets do not see them. Add a "
                     "`pricing.overrides` entry for it, then `otel-cost reprice --since <first day>`."
@@ -176,7 +177,8 @@ def detect_floating_aliases(store: Store, config: HygieneConfig, now: datetime) 
                 severity="info",
                 title=f"Floating alias: {row['alias']} served by {served}",
                 message=(
-                    f"{row['calls']} calls in the last {config.lookback} asked for {row['alias']} (provider "
+                    f"{plural(int(row['calls']), 'call')} in the last {config.lookback} asked for "
+                    f"{row['alias']} (provider "
                     f"{row['provider'] or '-'}) and were served by {served}. A floating alias changes model, "
                     "behaviour and price without a deploy; pin the snapshot in "
                     + ", ".join(sorted(row["services"]))
@@ -249,7 +251,8 @@ def detect_new_owners(store: Store, config: HygieneConfig, now: datetime, first_
                     title=f"New spender: {dimension} {value} ({_money(cost)} USD so far)",
                     message=(
                         f"{dimension} {value} is spending for the first time (first seen in the hour from "
-                        f"{iso_utc(first_seen)}): {detail['call_count']} calls, {_money(cost)} USD in the last "
+                        f"{iso_utc(first_seen)}): {plural(int(detail['call_count']), 'call')}, "
+                        f"{_money(cost)} USD in the last "
                         f"{config.lookback}, from {', '.join(sorted(detail['services'])) or '-'} on "
                         f"{', '.join(sorted(detail['models'])) or '-'}. Does it have a budget?"
                     ),

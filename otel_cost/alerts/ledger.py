@@ -122,7 +122,9 @@ class AlertLedger:
         kinds = list(kinds)
         if kinds:
             where += f" AND kind IN ({', '.join(quote(kind) for kind in kinds)})"
-        alerts = self._alerts(where, "fired_ms DESC", limit, lane=None)
+        alerts = self._alerts(
+            where, "fired_ms DESC, indexOf(['info', 'warning', 'critical'], a_severity) DESC", limit, lane=None
+        )
         if not alerts:
             return []
         ids = ", ".join(quote(alert.id) for alert in alerts)

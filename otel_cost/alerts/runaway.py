@@ -148,6 +148,7 @@ def detect_agent_loops(store: Store, config: AgentLoopConfig, now: datetime) -> 
                 "traces": int(row["traces"]),
             }
             subject = {
+                group + "_id": row["id"],
                 "agent": agent,
                 "service": service,
                 "team": row["team_name"],
@@ -156,12 +157,10 @@ def detect_agent_loops(store: Store, config: AgentLoopConfig, now: datetime) -> 
             }
             who = agent or service or "an unnamed caller"
             if group == "trace":
-                subject["trace_id"] = row["id"]
                 evidence.update(samples.get(row["id"], {}))
                 evidence["top_traces"] = [row["id"]]
                 where = f"trace {row['id']}"
             else:
-                subject["conversation_id"] = row["id"]
                 evidence["top_traces"] = sorted(row["trace_ids"])
                 where = f"conversation {row['id']} ({row['traces']} traces)"
             models = ", ".join(f"{entry['calls']} to {entry['model']}" for entry in evidence.get("models", [])[:3])

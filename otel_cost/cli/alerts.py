@@ -24,6 +24,11 @@ from .sql import query_options, render
 __all__ = ["alerts"]
 
 _COLUMNS = ("fired_at", "severity", "kind", "title", "subject", "delivered_to", "id")
+_SUBJECT_CHARS = 60  # the table's subject column; csv and json have it whole
+
+
+def _clip(text: str, limit: int | None) -> str:
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _fetch(api_url: str, token: str | None, params: list[tuple[str, str]]) -> list[dict[str, Any]] | None:
@@ -31,7 +36,7 @@ def _fetch(api_url: str, token: str | None, params: list[tuple[str, str]]) -> li
     return None if document is None else list(document["alerts"])
 
 
-def _rows(found: list[dict[str, Any]]) -> QueryResult:
+def _rows(found: list[dict[str, Any]], subject_chars: int | None) -> QueryResult:
     columns = [(name, "String") for name in _COLUMNS]
     rows = [
         [
@@ -39,7 +44,7 @@ def _rows(found: list[dict[str, Any]]) -> QueryResult:
             alert["severity"],
             alert["kind"],
             alert["title"],
-            ", ".join(f"{key}={value}" for key, value in alert["subject"].items()),
+            _clip(", ".join(f"{key}={value}" for key, value in alert["subject"].items()), subject_chars),
             ", ".join(alert.get("delivered_to", [])),
             alert["id"][:12],
         ]
@@ -105,4 +110,4 @@ def alerts(
     if fmt == "json":
         click.echo(json.dumps(found, indent=2, ensure_ascii=False))
     else:
-        click.echo(render(_rows(found), fmt), nl=fmt != "csv")
+        click.echo(render(_rows(found, _SUBJECT_CHARS if fmt == "table" else None), fmt), nl=fmt != "csv")

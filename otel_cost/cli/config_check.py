@@ -12,6 +12,7 @@ import yaml
 from ..attribution.catalog import check_service_catalog, load_service_catalog
 from ..config import OWNER_DIMENSIONS, Config, load_config
 from ..errors import ConfigError
+from ..formats import plural
 from ..store import parse_store_url
 from .options import friendly_errors
 
@@ -63,23 +64,19 @@ def _order(path: Path, problem: str) -> tuple[int, int]:
     return (0 if problem.startswith(f"{path}:") else 1, problem_line(problem))
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'s' if count != 1 else ''}"
-
-
 def _sources(sources: list[Any]) -> str:
-    return _plural(len(sources), "source")
+    return plural(len(sources), "source")
 
 
 def summary(config: Config) -> list[str]:
     """What a valid config sets up, one line per part; secrets are counted, never shown."""
     receiver, api, attribution = config.receiver, config.api, config.attribution
     receiving = f"grpc {receiver.grpc_endpoint}, http {receiver.http_endpoint}"
-    receiving += f", {_plural(len(receiver.bearer_tokens), 'bearer token')}" if receiver.bearer_tokens else ", no auth"
+    receiving += f", {plural(len(receiver.bearer_tokens), 'bearer token')}" if receiver.bearer_tokens else ", no auth"
     if receiver.tls is not None:
         receiving += ", TLS"
     overrides = config.pricing.overrides
-    pricing = _plural(len(overrides), "price override")
+    pricing = plural(len(overrides), "price override")
     if overrides:
         pricing += ": " + ", ".join(override.name for override in overrides)
     configured = [f"{name} ({_sources(sources)})" for name, sources in attribution.dimensions.items()]
@@ -90,24 +87,24 @@ def summary(config: Config) -> list[str]:
     tags = ", ".join(f"{name} ({_sources(sources)})" for name, sources in attribution.tags.items())
     if attribution.service_catalog is not None:
         services = load_service_catalog(attribution.service_catalog)
-        catalog = f"{attribution.service_catalog}: {_plural(len(services), 'service')}"
+        catalog = f"{attribution.service_catalog}: {plural(len(services), 'service')}"
     else:
         catalog = "none"
-    budgets = _plural(len(config.budgets), "budget")
+    budgets = plural(len(config.budgets), "budget")
     if config.budgets:
         budgets += ": " + ", ".join(budget.name for budget in config.budgets)
     return [
         f"  receiver      {receiving}",
-        f"  api           {api.endpoint}, {_plural(len(api.read_tokens), 'read token')}, "
-        f"{_plural(len(api.admin_tokens), 'admin token')}",
+        f"  api           {api.endpoint}, {plural(len(api.read_tokens), 'read token')}, "
+        f"{plural(len(api.admin_tokens), 'admin token')}",
         f"  store         {parse_store_url(config.store.url).redacted()}",
         f"  pricing       {pricing}",
         f"  presets       {', '.join(attribution.presets) or 'none'}",
         f"  dimensions    {dimensions}",
         f"  tags          {tags or 'none'}",
         f"  catalog       {catalog}",
-        f"  cost centers  {_plural(len(attribution.cost_centers), 'team')} mapped",
-        f"  budgets       {budgets}; {_plural(len(config.gateways), 'gateway webhook')}",
+        f"  cost centers  {plural(len(attribution.cost_centers), 'team')} mapped",
+        f"  budgets       {budgets}; {plural(len(config.gateways), 'gateway webhook')}",
         f"  alerts        {_alerts(config)}",
     ]
 
@@ -167,7 +164,7 @@ def check(file: Path) -> None:
                 problems.append(extra)
         for line in sorted(problems, key=lambda problem: _order(file, problem)):
             click.echo(line)
-        raise click.ClickException(f"{file}: {_plural(len(problems), 'problem')}") from None
+        raise click.ClickException(f"{file}: {plural(len(problems), 'problem')}") from None
     click.echo(f"ok: {file}")
     for line in summary(config):
         click.echo(line)
