@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from typing import Any
 
 from ..errors import QueryError, StoreError, StoreUnavailableError
 from .base import INSERT_SETTINGS, QUERY_SETTINGS, QueryResult, Store
@@ -59,6 +61,18 @@ class ServerStore(Store):
                 self._client.raw_insert("requests_ingest", insert_block=data, settings=settings, fmt="TabSeparated")
             except Exception as exc:
                 raise StoreUnavailableError(f"insert into {self.url} failed: {exc}") from exc
+
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], token: str) -> None:
+        if not rows:
+            return
+        # The rows go as the request's data, never inside the statement's text (the driver formats that).
+        data = "\n".join(json.dumps(row, separators=(",", ":"), default=str) for row in rows)
+        settings = {"insert_deduplicate": 1, "insert_deduplication_token": token}
+        with self._lock:
+            try:
+                self._client.command(f"INSERT INTO {table} FORMAT JSONEachRow", data=data, settings=settings)
+            except Exception as exc:
+                raise StoreUnavailableError(f"insert into {table} at {self.url} failed: {exc}") from exc
 
     def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
         return QueryResult.from_json_compact(self.query_text(sql, "JSONCompact", readonly=readonly))

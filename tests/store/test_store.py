@@ -252,5 +252,20 @@ def test_server_store_against_a_clickhouse_server() -> None:
         ]
         with pytest.raises(QueryError):
             store.query("DROP TABLE requests")
+        delivery = {"alert_id": token, "sink": "slack", "delivered_at": "2026-12-01 00:00:00.000", "attempts": 1}
+        for _ in range(2):  # a retried insert keeps one row
+            store.insert_rows("alert_deliveries", [{**delivery, "outcome": "delivered", "reason": "{}"}], token)
+        assert store.query(f"SELECT count(), any(reason) FROM alert_deliveries WHERE alert_id = '{token}'").rows == [
+            [1, "{}"]
+        ]
     finally:
         store.close()
+
+
+def test_small_tables_take_json_rows_once_per_token(store: Store) -> None:
+    row = {"alert_id": "a1", "sink": "slack", "delivered_at": "2026-12-01 00:00:00.000", "attempts": 2}
+    for _ in range(2):
+        store.insert_rows("alert_deliveries", [{**row, "outcome": "failed", "reason": "HTTP 400: {'x': \"y\"}"}], "tok")
+    assert store.query("SELECT attempts, outcome, reason FROM alert_deliveries").rows == [
+        [2, "failed", "HTTP 400: {'x': \"y\"}"]
+    ]
