@@ -284,3 +284,11 @@ class HookServer:
         self._release.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+def detector_runs(server: RunningServer, runs: int = 2) -> None:
+    """Wait until the server's alert detectors ran `runs` more times (time for a repeat to show)."""
+    alerter = server.server.alerter
+    assert alerter is not None
+    seen = alerter.detector_runs
+    wait_for(lambda: alerter.detector_runs >= seen + runs, what=f"{runs} detector runs")

@@ -8,7 +8,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..helpers import HookServer, RunningServer, chat_attributes, export, make_request, make_span, wait_for
+from ..helpers import (
+    HookServer,
+    RunningServer,
+    chat_attributes,
+    detector_runs,
+    export,
+    make_request,
+    make_span,
+    wait_for,
+)
 
 SECRET = "alert-secret-0123456789"
 QUIET_RUNAWAY = {"agent_loop": {"enabled": False}, "retry_storm": {"enabled": False}, "spend_spike": {"enabled": False}}
@@ -33,13 +42,6 @@ def server_with(make_server: Callable[..., RunningServer], hook: HookServer, **h
 
 def of_kind(hook: HookServer, kind: str) -> list[dict[str, Any]]:
     return [body for body in hook.bodies() if body["kind"] == kind]
-
-
-def quiet_for(server: RunningServer, runs: int = 3) -> None:
-    alerter = server.server.alerter
-    assert alerter is not None
-    seen = alerter.detector_runs
-    wait_for(lambda: alerter.detector_runs >= seen + runs, what=f"{runs} detector runs")
 
 
 def test_an_unpriced_model_and_unattributed_spend_are_alerted_once(
@@ -79,7 +81,7 @@ def test_an_unpriced_model_and_unattributed_spend_are_alerted_once(
     assert share["evidence"]["top_services"] == [{"service": "labs-prototype", "calls": 1, "cost_usd": "2.5"}]
 
     export(server, make_request([make_span(self_hosted, start_ns=at(now))], resource={"service.name": "notebook"}))
-    quiet_for(server)
+    detector_runs(server, 3)
     assert len(of_kind(hook, "unpriced_model")) == 1 and len(of_kind(hook, "unattributed_share")) == 1
 
 
@@ -103,7 +105,7 @@ def test_a_floating_alias_is_reported_with_what_served_it(
     assert alert["subject"] == {"provider": "openai", "model": "gpt-4o"}
     assert alert["evidence"]["served_by"] == ["gpt-4o-2024-08-06"] and alert["evidence"]["calls"] == 2
     assert alert["severity"] == "info" and "checkout" in alert["message"]
-    quiet_for(server)
+    detector_runs(server, 3)
     assert len(of_kind(hook, "floating_alias")) == 1
 
 
@@ -119,7 +121,7 @@ def test_spend_from_a_new_owner_is_alerted_after_the_warm_up_and_known_owners_ar
     # payments first spent three days ago, inside the store's first day (the warm-up): not new today.
     export(server, make_request([make_span(call, start_ns=at(now - timedelta(days=3)))]))
     export(server, make_request([make_span(call, start_ns=at(now))]))
-    quiet_for(server)
+    detector_runs(server, 3)
     assert of_kind(hook, "new_owner") == []
 
     export(
@@ -133,7 +135,7 @@ def test_spend_from_a_new_owner_is_alerted_after_the_warm_up_and_known_owners_ar
     assert alert["subject"] == {"team": "growth"}
     assert alert["evidence"]["calls"] == 2 and alert["evidence"]["services"] == ["growth-bot"]
     assert alert["title"].startswith("New spender: team growth (")
-    quiet_for(server)
+    detector_runs(server, 3)
     assert len(of_kind(hook, "new_owner")) == 1
 
 
@@ -147,5 +149,5 @@ def test_on_a_new_store_every_owner_is_new_so_none_is_alerted_during_the_warm_up
     now = datetime.now(UTC)
     for team in ("payments", "search", "growth"):
         export(server, make_request([make_span(chat_attributes(), start_ns=at(now))], resource={"team": team}))
-    quiet_for(server)
+    detector_runs(server, 3)
     assert hook.received == []

@@ -16,7 +16,16 @@ from click.testing import CliRunner
 
 from otel_cost.cli import cli
 
-from ..helpers import FakeClock, HookServer, RunningServer, export, make_request, make_span, wait_for
+from ..helpers import (
+    FakeClock,
+    HookServer,
+    RunningServer,
+    detector_runs,
+    export,
+    make_request,
+    make_span,
+    wait_for,
+)
 
 SECRET = "alert-secret-0123456789"
 OPUS = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-opus-4-1"}
@@ -82,8 +91,7 @@ def test_a_looping_agent_is_caught_within_one_interval_of_crossing_and_contained
     ]
     sent = {span.span_id.hex() for span in spans}
     export(server, make_request(spans[:19], resource=DOCS))  # 19 calls: one under the threshold
-    runs = server.server.alerter.detector_runs  # type: ignore[union-attr]
-    wait_for(lambda: server.server.alerter.detector_runs >= runs + 2, what="two detector runs")  # type: ignore[union-attr]
+    detector_runs(server)
     assert of_kind(hook, "agent_loop") == []
 
     export(server, make_request(spans[19:], resource=DOCS))  # the 20th: the threshold
@@ -132,8 +140,7 @@ def test_a_looping_agent_is_caught_within_one_interval_of_crossing_and_contained
     # More calls in the same loop do not repeat the alert; doubling the threshold escalates it.
     more = [opus_call(trace, start + timedelta(seconds=200 + attempt)) for attempt in range(5)]
     export(server, make_request(more, resource=DOCS))
-    runs = server.server.alerter.detector_runs  # type: ignore[union-attr]
-    wait_for(lambda: server.server.alerter.detector_runs >= runs + 2, what="two detector runs")  # type: ignore[union-attr]
+    detector_runs(server)
     assert len(of_kind(hook, "agent_loop")) == 1
 
 
@@ -162,8 +169,7 @@ def test_a_retry_storm_on_an_expensive_model_is_detected_with_its_traces(
     lone = [opus_call(os.urandom(16), now, failed=True, agent="classifier") for _ in range(6)]
     export(server, make_request(storm + lone, resource={"service.name": "ingest", "team": "data-platform"}))
     wait_for(lambda: of_kind(hook, "retry_storm"), what="the retry-storm alert")
-    runs = server.server.alerter.detector_runs  # type: ignore[union-attr]
-    wait_for(lambda: server.server.alerter.detector_runs >= runs + 2, what="two detector runs")  # type: ignore[union-attr]
+    detector_runs(server)
     (alert,) = of_kind(hook, "retry_storm")
     assert alert["subject"] == {"service": "ingest", "agent": "summarizer", "model": "claude-opus-4-1"}
     assert alert["severity"] == "critical"  # 1.575 USD of retries on claude-opus-4-1
@@ -203,8 +209,7 @@ def test_a_spend_spike_is_measured_against_the_agents_own_baseline(
     spans.append(opus_call(os.urandom(16), now - timedelta(minutes=3), agent="steady"))
     export(server, make_request(spans, resource={"service.name": "notes", "team": "research"}))
     wait_for(lambda: of_kind(hook, "spend_spike"), what="the spend-spike alert")
-    runs = server.server.alerter.detector_runs  # type: ignore[union-attr]
-    wait_for(lambda: server.server.alerter.detector_runs >= runs + 2, what="two detector runs")  # type: ignore[union-attr]
+    detector_runs(server)
     (alert,) = of_kind(hook, "spend_spike")
     assert alert["subject"] == {"agent": "summarizer"}
     evidence = alert["evidence"]
