@@ -4,6 +4,8 @@
 #   make bench  start a server on a fresh store, run bench/ingest.py against it, stop it; then
 #               bench/caps.py (cap enforcement latency; it starts and stops its own server)
 #               stdout: one JSON object per benchmark, one per line
+#   make review-screenshot  render the HTML weekly review of a test dataset in headless Chromium
+#               (Debian package chromium) and keep the picture: build/review-2026-W48.png
 #
 # The virtualenv is reused as long as pyproject.toml is unchanged (chDB is a large wheel):
 # the stamp file's name carries a hash of pyproject.toml.
@@ -13,7 +15,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.deps-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench review-screenshot clean
 
 install: $(STAMP)
 
@@ -28,8 +30,9 @@ run: install
 	$(BIN)/otel-cost serve
 
 lint: install
-	$(BIN)/ruff check otel_cost tests bench
-	$(BIN)/ruff format --check otel_cost tests bench
+	$(BIN)/ruff check otel_cost tests bench grafana
+	$(BIN)/ruff format --check otel_cost tests bench grafana
+	$(BIN)/python grafana/build.py --check
 	$(BIN)/mypy
 
 test: lint
@@ -39,5 +42,9 @@ bench: install
 	@bench/run.sh
 	@$(BIN)/python bench/caps.py
 
+review-screenshot: install
+	OTEL_COST_REQUIRE_CHROMIUM=1 OTEL_COST_SCREENSHOT_DIR=build $(BIN)/pytest -q tests/review -k chromium
+	@echo build/review-2026-W48.png
+
 clean:
-	rm -rf $(VENV) otel-cost-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) otel-cost-data build .pytest_cache .mypy_cache .ruff_cache

@@ -42,10 +42,13 @@ __all__ = [
     "ContainConfig",
     "EnforcerConfig",
     "GatewayConfig",
+    "ModelMixConfig",
+    "OutcomesConfig",
     "PriceOverride",
     "PricingConfig",
     "ReceiverConfig",
     "RegexSource",
+    "ReviewConfig",
     "StoreConfig",
     "TLSConfig",
     "load_config",
@@ -448,6 +451,9 @@ class EnforcerConfig(_Section):
     timezone: str = Field("UTC", description="where calendar periods start (IANA name)")
     stale_after_seconds: int = Field(30, ge=1, description="gateways treat an older document as stale")
     recent_minutes: int = Field(60, ge=5, le=1440, description="the recent spend rate forecasts use")
+    snapshot_seconds: float = Field(
+        60.0, ge=0, le=86400, description="how often every cap is recorded in budget_snapshots (0: never)"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -623,6 +629,68 @@ class AlertsConfig(_Section):
         return value
 
 
+_ACCEPTED = ["accepted", "accept", "pass", "passed", "correct", "relevant", "good", "yes", "true", "thumbs_up"]
+_REJECTED = ["rejected", "reject", "fail", "failed", "incorrect", "irrelevant", "bad", "no", "false", "thumbs_down"]
+
+
+class OutcomesConfig(_Section):
+    """Accepted and rejected results, read from telemetry for cost per accepted result."""
+
+    attribute: str = Field("otel_cost.outcome", min_length=1, description="span attribute naming a trace's result")
+    evaluation_names: list[str] = Field(
+        default_factory=list, description="gen_ai.evaluation.result events that count (empty: all)"
+    )
+    accepted: list[str] = Field(default_factory=lambda: list(_ACCEPTED), description="values meaning accepted")
+    rejected: list[str] = Field(default_factory=lambda: list(_REJECTED), description="values meaning rejected")
+    accept_score_at: Decimal | None = Field(
+        None, description="an evaluation with a score and no known label: accepted at or above this"
+    )
+
+    @field_validator("accepted", "rejected")
+    @classmethod
+    def _lowered(cls, value: list[str]) -> list[str]:
+        return [item.strip().lower() for item in value if item.strip()]
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> OutcomesConfig:
+        both = sorted(set(self.accepted) & set(self.rejected))
+        if both:
+            raise ValueError(f"values cannot mean both accepted and rejected: {', '.join(both)}")
+        return self
+
+
+_ALTERNATIVES: dict[str, str] = {
+    "claude-opus-4-1": "claude-haiku-4-5",
+    "claude-opus-4-5": "claude-haiku-4-5",
+    "claude-sonnet-4-5": "claude-haiku-4-5",
+    "gpt-5": "gpt-5-mini",
+    "gpt-4.1": "gpt-4.1-mini",
+    "gpt-4o": "gpt-4o-mini",
+    "o3": "o4-mini",
+    "claude-opus-4-8": "claude-haiku-4-5",
+    "gemini-2.5-pro": "gemini-2.5-flash",
+}
+
+
+class ModelMixConfig(_Section):
+    """Which calls on expensive models the review suggests moving, and to what."""
+
+    alternatives: dict[str, str] = Field(
+        default_factory=lambda: dict(_ALTERNATIVES), description="catalog model -> cheaper model for the what-if"
+    )
+    light_operations: list[str] = Field(
+        default_factory=lambda: ["embeddings"], description="operations that rarely need an expensive model"
+    )
+    short_output_tokens: int = Field(
+        300, ge=1, description="features averaging at most this many output tokens per call count as light"
+    )
+
+
+class ReviewConfig(_Section):
+    model_mix: ModelMixConfig = Field(default_factory=ModelMixConfig)
+    top: int = Field(10, ge=1, le=100, description="rows per section of the weekly review")
+
+
 class Config(_Section):
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     api: APIConfig = Field(default_factory=APIConfig)
@@ -633,6 +701,8 @@ class Config(_Section):
     enforcer: EnforcerConfig = Field(default_factory=EnforcerConfig)
     gateways: list[GatewayConfig] = Field(default_factory=list)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    outcomes: OutcomesConfig = Field(default_factory=OutcomesConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     @field_validator("budgets")
     @classmethod

@@ -52,7 +52,7 @@ class Ingestor:
             metrics.duplicate_spans.inc(admitted.duplicates)
         waits = admitted.waits
         if admitted.rows:
-            write = self.writer.submit(admitted.data, admitted.rows)
+            write = self.writer.submit(admitted.data, admitted.rows, processed.outcomes, processed.outcome_rows)
             keys, links = admitted.keys, admitted.links
             recent.claim(keys, links, write)
             # Settled whoever is still waiting: a client that gave up must not leave keys pending.
@@ -60,11 +60,19 @@ class Ingestor:
                 lambda done: recent.settle(keys, links, stored=not done.cancelled() and done.exception() is None)
             )
             waits.append(write)
+        elif processed.outcome_rows:
+            # A repeat stores its outcomes again: readers count a trace's result once, so that is harmless.
+            waits.append(self.writer.submit(b"", 0, processed.outcomes, processed.outcome_rows))
         if not self._processing:
             self.writer.flush_pending()  # no export is on its way to join the insert: do not wait for the timer
         if waits:
             await asyncio.shield(asyncio.gather(*waits))
         metrics.spans_accepted.inc(processed.spans - processed.rejected)
+        if processed.outcome_rows:
+            metrics.outcomes.labels("accepted").inc(processed.accepted)
+            metrics.outcomes.labels("rejected").inc(processed.outcome_rows - processed.accepted)
+        if processed.unrecognized_outcomes:
+            metrics.outcomes.labels("unrecognized").inc(processed.unrecognized_outcomes)
         if admitted.rows:
             if admitted.changed:  # some rows were stored before or rewritten: count what this export stored
                 billable, unpriced, unattributed, spend = _count(admitted.data)

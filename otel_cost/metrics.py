@@ -74,6 +74,12 @@ class Metrics:
         self.unpriced_calls = Counter(
             "otel_cost_unpriced_calls", "Billable calls stored without a price.", registry=registry
         )
+        self.outcomes = Counter(
+            "otel_cost_outcomes",
+            "Outcomes read from telemetry (accepted, rejected; unrecognized: a value no setting names).",
+            ["outcome"],
+            registry=registry,
+        )
         self.unattributed_calls = Counter(
             "otel_cost_unattributed_calls", "Billable calls stored with no owner.", registry=registry
         )

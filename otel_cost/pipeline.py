@@ -16,7 +16,8 @@ from .dedup import Link, mark_nested_duplicates, model_signature
 from .model import UNATTRIBUTED, Call
 from .pricing import PriceBook
 from .semconv import TYPED_KEYS, InvalidSpanError, emitter_for_scope, extract, redact_values, to_dict
-from .store.wire import SEPARATOR, encode_line, encode_map
+from .semconv.outcomes import OutcomeReader
+from .store.wire import SEPARATOR, encode_line, encode_map, tsv_line
 
 __all__ = ["Pipeline", "ProcessedExport"]
 
@@ -40,6 +41,10 @@ class ProcessedExport:
     unpriced: int = 0  # billable calls without a price
     unattributed: int = 0  # billable calls without an owner
     spend: dict[tuple[str, str], int] = field(default_factory=dict)  # (team, model) -> billable cost units
+    outcomes: bytes = b""  # TSV lines, `store.wire.OUTCOME_COLUMNS` order
+    outcome_rows: int = 0
+    accepted: int = 0
+    unrecognized_outcomes: int = 0  # outcome signals naming no known result (or on a span with no trace)
 
     def reject(self, where: str, reason: str) -> None:
         self.rejected += 1
@@ -58,15 +63,18 @@ class ProcessedExport:
 class Pipeline:
     """Turns exports into lines. Not thread-safe (its caches): one per worker."""
 
-    def __init__(self, price_book: PriceBook, attributor: Attributor) -> None:
+    def __init__(self, price_book: PriceBook, attributor: Attributor, outcomes: OutcomeReader | None = None) -> None:
         self.price_book = price_book
         self.attributor = attributor
+        self.outcomes = outcomes or OutcomeReader()
 
     def process(self, request: Any) -> ProcessedExport:
         result = ProcessedExport()
         now_ns = time.time_ns()
         staged: list[tuple[bytes, Call, dict[str, Any], ResourceOwner, tuple[str, str]]] = []
         keys_here: set[bytes] = set()
+        outcome_lines: list[str] = []
+        wants_outcomes = self.outcomes.wants
         for resource_index, resource_spans in enumerate(request.resource_spans):
             resource_attrs = to_dict(resource_spans.resource.attributes)
             redact_values(resource_attrs)
@@ -78,6 +86,8 @@ class Pipeline:
                 for span_index, span in enumerate(scope_spans.spans):
                     result.spans += 1
                     attrs = to_dict(span.attributes)
+                    if wants_outcomes(span, attrs):
+                        self._read_outcomes(span, attrs, resource, result, outcome_lines)
                     try:
                         call = extract(span, attrs, emitter, now_ns)
                     except InvalidSpanError as exc:
@@ -176,9 +186,49 @@ class Pipeline:
                     )
                 )
             )
+        if outcome_lines:
+            outcome_lines.append("")
+            result.outcomes = "\n".join(outcome_lines).encode()
+            result.outcome_rows = len(outcome_lines) - 1
         result.keys = b"".join(key for key, *_ in staged)
         if lines:
             lines.append("")  # every line ends in a newline
             result.data = "\n".join(lines).encode()
             result.rows = len(staged)
         return result
+
+    def _read_outcomes(
+        self, span: Any, attrs: dict[str, Any], resource: ResourceOwner, result: ProcessedExport, lines: list[str]
+    ) -> None:
+        found, unrecognized = self.outcomes.read(span, attrs, to_dict)
+        result.unrecognized_outcomes += unrecognized
+        if not found:
+            return
+        if len(span.trace_id) != 16:
+            result.unrecognized_outcomes += len(found)  # an outcome belongs to a trace: nothing to join it to
+            return
+        owner = self.attributor.attribute(attrs, resource)
+        trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
+        for timestamp_ns, outcome, source, name, label, score, response_id in found:
+            seconds, fraction = divmod(timestamp_ns, 1_000_000_000)
+            result.accepted += outcome == "accepted"
+            lines.append(
+                tsv_line(
+                    (
+                        f"{seconds}.{fraction:09d}",
+                        trace_id,
+                        span_id,
+                        resource.service_name,
+                        owner.environment,
+                        owner.team,
+                        owner.feature,
+                        owner.agent,
+                        outcome,
+                        source,
+                        name,
+                        label[:256],
+                        score[:64],
+                        response_id[:256],
+                    )
+                )
+            )

@@ -30,6 +30,7 @@ from .errors import ListenError
 from .ingest import Ingestor
 from .metrics import Metrics
 from .receiver import BearerTokens, add_trace_service, otlp_http_app
+from .review import RatesPublisher
 from .store import BatchWriter, Store, open_store
 from .workers import PipelinePool
 
@@ -92,6 +93,7 @@ class Server:
         self.enforcer: Enforcer | None = None
         self.alerter: Alerter | None = None
         self._webhooks: WebhookSender | None = None
+        self._rates: RatesPublisher | None = None
         self._sockets: list[socket.socket] = []
         self._stopped = False
 
@@ -149,8 +151,12 @@ class Server:
             on_flush=flushed,
         )
         enforcer.start()
+        self._rates = RatesPublisher(store, config)
+        self._rates.start()  # the review's list prices (model_rates): on start, then every few minutes
         self.metrics.track_pending(lambda: self._writer.pending_rows if self._writer else 0)
-        self._pool = PipelinePool(config.receiver.workers, config.pricing.overrides, config.attribution)
+        self._pool = PipelinePool(
+            config.receiver.workers, config.pricing.overrides, config.attribution, config.outcomes
+        )
         await self._pool.start()
         self.metrics.track_workers(lambda: self._pool.pids if self._pool else [])
         ingestor = Ingestor(self._pool, recent, self._writer, self.metrics)
@@ -242,6 +248,8 @@ class Server:
             await asyncio.to_thread(self._writer.shutdown, grace_seconds * 1000 + 10_000)
         if self.enforcer is not None:
             await asyncio.to_thread(self.enforcer.stop)
+        if self._rates is not None:
+            await asyncio.to_thread(self._rates.stop)
         if self.alerter is not None:
             await asyncio.to_thread(self.alerter.stop, grace_seconds)
         if self._webhooks is not None:

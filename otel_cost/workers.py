@@ -18,11 +18,12 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from .attribution import Attributor
-from .config import AttributionConfig, PriceOverride
+from .config import AttributionConfig, OutcomesConfig, PriceOverride
 from .errors import OverloadedError
 from .pipeline import Pipeline, ProcessedExport
 from .pricing import PriceBook
 from .receiver.codec import decode_request
+from .semconv.outcomes import OutcomeReader
 
 __all__ = ["PipelinePool", "process_payload"]
 
@@ -34,17 +35,25 @@ _exports = 0
 _COLLECT_EVERY = 64
 
 
-def _initialize(overrides: Sequence[PriceOverride] = (), attribution: AttributionConfig | None = None) -> None:
+def _initialize(
+    overrides: Sequence[PriceOverride] = (),
+    attribution: AttributionConfig | None = None,
+    outcomes: OutcomesConfig | None = None,
+) -> None:
     global _pipeline
-    _pipeline = Pipeline(PriceBook(overrides), Attributor(attribution))
+    _pipeline = Pipeline(PriceBook(overrides), Attributor(attribution), OutcomeReader(outcomes))
 
 
-def _worker_initialize(overrides: Sequence[PriceOverride] = (), attribution: AttributionConfig | None = None) -> None:
+def _worker_initialize(
+    overrides: Sequence[PriceOverride] = (),
+    attribution: AttributionConfig | None = None,
+    outcomes: OutcomesConfig | None = None,
+) -> None:
     """In a worker process: the pipeline allocates ~30 short-lived containers per span and no cycles,
     while the price catalog is hundreds of thousands of long-lived objects. Python's automatic
     collections would rescan them over and over (measured: a quarter of the worker's time), so the
     worker freezes what exists after start-up and collects on its own schedule instead."""
-    _initialize(overrides, attribution)
+    _initialize(overrides, attribution, outcomes)
     gc.freeze()
     gc.disable()
 
@@ -72,11 +81,16 @@ def _warm_up() -> None:
 
 class PipelinePool:
     def __init__(
-        self, workers: int, overrides: Sequence[PriceOverride] = (), attribution: AttributionConfig | None = None
+        self,
+        workers: int,
+        overrides: Sequence[PriceOverride] = (),
+        attribution: AttributionConfig | None = None,
+        outcomes: OutcomesConfig | None = None,
     ) -> None:
         self.workers = workers
         self.overrides = list(overrides)
         self.attribution = attribution
+        self.outcomes = outcomes
         self._inline: Pipeline | None = None  # workers == 0: this pool's own pipeline, in the event loop
         self._executor: ProcessPoolExecutor | None = None
         self.pids: list[int] = []
@@ -88,13 +102,16 @@ class PipelinePool:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_initialize,
-            initargs=(self.overrides, self.attribution),
+            initargs=(self.overrides, self.attribution, self.outcomes),
         )
+
+    def _pipeline(self) -> Pipeline:
+        return Pipeline(PriceBook(self.overrides), Attributor(self.attribution), OutcomeReader(self.outcomes))
 
     async def start(self) -> None:
         """Start every worker now (imports and price catalog), not on the first export."""
         if self._executor is None:
-            self._inline = Pipeline(PriceBook(self.overrides), Attributor(self.attribution))
+            self._inline = self._pipeline()
             return
         loop = asyncio.get_running_loop()
         # The pool starts its processes on the first submissions; warm-ups make them import now.
@@ -109,7 +126,7 @@ class PipelinePool:
     async def process(self, body: bytes, kind: str) -> ProcessedExport:
         if self._executor is None:
             if self._inline is None:
-                self._inline = Pipeline(PriceBook(self.overrides), Attributor(self.attribution))
+                self._inline = self._pipeline()
             return process_payload(body, kind, self._inline)
         executor = self._executor
         try:

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -143,9 +144,13 @@ def api_app(
             return error_response(400, exc.message)
         except OtelCostError as exc:
             return error_response(503, exc.message)
-        return JSONResponse(
-            {"columns": [{"name": name, "type": kind} for name, kind in result.columns], "rows": result.rows}
+        # Money arrives as decimal text; a Decimal here was a Float64 number in ClickHouse's answer.
+        body = json.dumps(
+            {"columns": [{"name": name, "type": kind} for name, kind in result.columns], "rows": result.rows},
+            default=lambda value: float(value) if isinstance(value, Decimal) else str(value),
+            ensure_ascii=False,
         )
+        return Response(body, media_type="application/json")
 
     async def rewrite_run(
         request: Request, what: str, needs: str, start: Callable[[datetime, datetime, bool], _Runner]

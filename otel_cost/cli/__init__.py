@@ -16,6 +16,7 @@ from .demo import demo
 from .prices import prices
 from .reattribute import reattribute_command
 from .reprice import reprice_command
+from .review import review
 from .serve import serve
 from .sql import sql
 
@@ -62,6 +63,7 @@ cli.add_command(config_group)
 cli.add_command(caps)
 cli.add_command(enforce)
 cli.add_command(alerts)
+cli.add_command(review)
 
 
 def main() -> None:

@@ -17,8 +17,7 @@ from pydantic import ValidationError
 
 from ..config import Config, PriceOverride, load_config
 from ..errors import ConfigError
-from ..model import Call
-from ..pricing import PriceBook, RateCard
+from ..pricing import PriceBook, RateCard, probe_call
 from ..pricing.overrides import Rule, canonical_provider, check_overrides
 from ..pricing.ratecard import CLASSES
 from .options import format_option, friendly_errors
@@ -209,21 +208,17 @@ def show(
     config = load_config(config_path) if config_path else Config()
     book = PriceBook(config.pricing.overrides)
     day = (at or datetime.now(UTC)).date()
-    call = Call()
-    call.provider = canonical_provider(provider) if provider else ""
-    call.operation = "chat"
-    call.request_model = model
-    call.usage_reported = True
-    # Noon UTC: the day's price whatever the time zone of whoever asks (and a fixed time for the few
-    # models whose price depends on the time of day).
-    call.start_ns = int(datetime(day.year, day.month, day.day, 12, tzinfo=UTC).timestamp()) * 1_000_000_000
-    call.timestamp_ns = call.start_ns
     tier = service_tier.strip().lower()
     # As the span reader does: a "batch" tier is batch processing, not a tier.
     if tier == "batch":
         batch, tier = True, ""
-    call.service_tier = tier
-    call.processing = "batch" if batch else ""
+    call = probe_call(
+        model,
+        canonical_provider(provider) if provider else "",
+        day,
+        service_tier=tier,
+        processing="batch" if batch else "",
+    )
     card = book.card(call)
     if card is None:
         where = f" for provider {call.provider}" if call.provider else ""

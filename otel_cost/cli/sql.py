@@ -8,18 +8,19 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from ..config import load_config, parse_endpoint
-from ..errors import OtelCostError, QueryError, StoreError
-from ..store import QueryResult, open_store, parse_store_url
+from ..errors import QueryError, StoreError
+from ..store import QueryResult, Store, open_store, parse_store_url
 from .options import format_option, friendly_errors
 from .remote import api_error_message
 
-__all__ = ["query_options", "render", "run_query", "sql"]
+__all__ = ["QuerySource", "query_options", "render", "run_query", "sql"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,20 +100,78 @@ def run_query(
     goes through its API; when no server answers, the store is opened directly. Which one answered is
     said on stderr, so the caller's stdout stays the result alone.
     """
-    config = load_config(config_path, overrides={"store": {"url": store_url}} if store_url else None)
-    if api_url is None:
-        host, port = parse_endpoint(config.api.endpoint)
-        api_url = f"http://{'localhost' if host in ('0.0.0.0', '::', '') else host}:{port}"
-    answer = _via_api(api_url, query, fmt, token)
-    if answer is not None:
-        click.echo(f"(answered by the server at {api_url})", err=True)
+    with QuerySource(api_url=api_url, store_url=store_url, token=token, config_path=config_path) as source:
+        if fmt == "csv":
+            return source.query_csv(query)
+        return render(source.query(query), fmt)
+
+
+class QuerySource:
+    """Where read-only queries go: a running server's API, else the store opened directly (see
+    `run_query`). `store` is the opened store, or None when a server answers."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str | None = None,
+        store_url: str | None = None,
+        token: str | None = None,
+        config_path: Path | None = None,
+    ) -> None:
+        self.config = load_config(config_path, overrides={"store": {"url": store_url}} if store_url else None)
+        if api_url is None:
+            host, port = parse_endpoint(self.config.api.endpoint)
+            api_url = f"http://{'localhost' if host in ('0.0.0.0', '::', '') else host}:{port}"
+        self.api_url = api_url
+        self.token = token
+        self.store: Store | None = None
+        self.description = ""
+        self._said = False
+
+    def __enter__(self) -> QuerySource:
+        if _via_api(self.api_url, "SELECT 1", "json", self.token) is not None:
+            self.description = f"the server at {self.api_url}"
+            return self
+        url = self.config.store.url
+        parsed = parse_store_url(url)
+        click.echo(f"(no server at {self.api_url}; opened {parsed.redacted()} directly)", err=True)
+        if parsed.kind == "chdb" and parsed.path is not None and not parsed.path.exists():
+            raise StoreError(f"there is no store at {parsed.path} yet: start `otel-cost serve` first, or pass --store")
+        self.store = open_store(url, migrate=False)
+        self.description = f"the store {parsed.redacted()}"
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def query(self, sql: str) -> QueryResult:
+        if self.store is not None:
+            return self.store.query(sql)
+        answer = _api_json(self.api_url, sql, self.token)
+        if answer is None:
+            raise StoreError(f"the server at {self.api_url} stopped answering")
+        self._answered()
         return answer
-    url = config.store.url
-    click.echo(f"(no server at {api_url}; opened {parse_store_url(url).redacted()} directly)", err=True)
-    return _direct(url, query, fmt)
+
+    def query_csv(self, sql: str) -> str:
+        if self.store is not None:
+            return self.store.query_text(sql, "CSVWithNames").decode()
+        answer = _via_api(self.api_url, sql, "csv", self.token)
+        if answer is None:
+            raise StoreError(f"the server at {self.api_url} stopped answering")
+        self._answered()
+        return answer
+
+    def _answered(self) -> None:
+        # Said once the server has answered a query: a refused query's error comes first and alone.
+        if not self._said:
+            self._said = True
+            click.echo(f"(answered by {self.description})", err=True)
 
 
-def _via_api(api_url: str, query: str, fmt: str, token: str | None) -> str | None:
+def _post_sql(api_url: str, query: str, fmt: str, token: str | None) -> bytes | None:
     body = json.dumps({"query": query, "format": "csv" if fmt == "csv" else "json"}).encode()
     headers = {"Content-Type": "application/json"}
     if token:
@@ -120,31 +179,28 @@ def _via_api(api_url: str, query: str, fmt: str, token: str | None) -> str | Non
     request = urllib.request.Request(f"{api_url.rstrip('/')}/v1/sql", data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
-            payload = response.read()
+            payload: bytes = response.read()
+            return payload
     except urllib.error.HTTPError as exc:
         raise QueryError(api_error_message(exc)) from None
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None
+
+
+def _api_json(api_url: str, query: str, token: str | None) -> QueryResult | None:
+    payload = _post_sql(api_url, query, "json", token)
+    if payload is None:
+        return None
+    document = json.loads(payload, parse_float=Decimal)
+    return QueryResult([(c["name"], c["type"]) for c in document["columns"]], document["rows"])
+
+
+def _via_api(api_url: str, query: str, fmt: str, token: str | None) -> str | None:
     if fmt == "csv":
-        return payload.decode()
-    document = json.loads(payload)
-    result = QueryResult([(c["name"], c["type"]) for c in document["columns"]], document["rows"])
-    return render(result, fmt)
-
-
-def _direct(url: str, query: str, fmt: str) -> str:
-    parsed = parse_store_url(url)
-    if parsed.kind == "chdb" and parsed.path is not None and not parsed.path.exists():
-        raise StoreError(f"there is no store at {parsed.path} yet: start `otel-cost serve` first, or pass --store")
-    store = open_store(url, migrate=False)
-    try:
-        if fmt == "csv":
-            return store.query_text(query, "CSVWithNames").decode()
-        return render(store.query(query), fmt)
-    except OtelCostError:
-        raise
-    finally:
-        store.close()
+        payload = _post_sql(api_url, query, fmt, token)
+        return None if payload is None else payload.decode()
+    result = _api_json(api_url, query, token)
+    return None if result is None else render(result, fmt)
 
 
 def _display(value: Any) -> str:

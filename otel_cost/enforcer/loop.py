@@ -11,17 +11,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ..config import Config
 from ..errors import OtelCostError
+from ..formats import stored_decimal
 from ..metrics import Metrics
 from ..store import Store
 from .budgets import BudgetState, evaluate_budget
 from .state import CapState
 
-__all__ = ["Enforcer"]
+__all__ = ["Enforcer", "snapshot_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,34 @@ CapsHook = Callable[[datetime], list[BudgetState]]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _seconds(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def snapshot_rows(caps: list[BudgetState], moment: datetime) -> list[dict[str, Any]]:
+    """`budget_snapshots` rows (JSONEachRow) for one evaluation; money as exact decimal text."""
+    rows = []
+    for cap in caps:
+        rows.append(
+            {
+                "evaluated_at": _seconds(moment),
+                "budget": cap.budget,
+                "scope": cap.scope,
+                "scope_key": ",".join(f"{key}={value}" for key, value in sorted(cap.scope.items())),
+                "action": cap.action,
+                "spent": stored_decimal(cap.spent),
+                "limit_amount": stored_decimal(cap.limit),
+                "forecast": stored_decimal(cap.forecast),
+                "period_start": _seconds(cap.period_start),
+                "period_end": _seconds(cap.period_end),
+                "limit_at": _seconds(cap.limit_at) if cap.limit_at else None,
+                "automatic": int(cap.automatic),
+                "reason": cap.reason,
+            }
+        )
+    return rows
 
 
 class Enforcer:
@@ -52,6 +83,7 @@ class Enforcer:
         self.extra_caps: CapsHook | None = None
         self.evaluations = 0
         self.failures = 0
+        self._snapshot_at: datetime | None = None
         self.last_error = ""
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -87,7 +119,24 @@ class Enforcer:
             self.on_evaluated(caps, moment)
         if self.extra_caps is not None:
             caps = caps + self.extra_caps(moment)
-        return self.state.update(caps, moment)
+        changed = self.state.update(caps, moment)
+        self._snapshot(caps, moment, changed)
+        return changed
+
+    def _snapshot(self, caps: list[BudgetState], moment: datetime, changed: bool) -> None:
+        """Record every cap in `budget_snapshots` once a `snapshot_seconds`, and whenever a decision
+        changed: the history the weekly review and the budgets dashboard read."""
+        every = self.config.enforcer.snapshot_seconds
+        last = self._snapshot_at
+        if not every or not caps:
+            return
+        if not changed and last is not None and last <= moment < last + timedelta(seconds=every):
+            return
+        self._snapshot_at = moment
+        try:
+            self.store.insert_rows("budget_snapshots", snapshot_rows(caps, moment), uuid.uuid4().hex)
+        except OtelCostError as exc:
+            logger.warning("enforcer: recording the cap snapshot failed (the cap state is unaffected): %s", exc.message)
 
     def nudge(self) -> None:
         """Evaluate now rather than at the next tick (new spend was just stored)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
 
 from genai_prices.types import TimeOfDateConstraint
 
@@ -18,12 +19,28 @@ from .catalog import CATALOG_VERSION, CatalogEntry, find_model, pricing_provider
 from .overrides import Rule, compile_rules
 from .ratecard import RateCard, build_rate_card, fixed_rate_card
 
-__all__ = ["PriceBook"]
+__all__ = ["PriceBook", "probe_call"]
 
 logger = logging.getLogger(__name__)
 
 _NS_PER_DAY = 86_400 * 1_000_000_000
 _CARD_CACHE_LIMIT = 100_000
+
+
+def probe_call(model: str, provider: str, day: date, *, service_tier: str = "", processing: str = "") -> Call:
+    """A chat call to `model` at noon UTC on `day`: what asking the book for a model's prices means.
+    Noon: the day's price whatever the time zone of whoever asks (and a fixed time for the few models
+    whose price depends on the time of day)."""
+    call = Call()
+    call.provider = provider
+    call.operation = "chat"
+    call.request_model = model
+    call.usage_reported = True
+    call.start_ns = int(datetime(day.year, day.month, day.day, 12, tzinfo=UTC).timestamp()) * 1_000_000_000
+    call.timestamp_ns = call.start_ns
+    call.service_tier = service_tier
+    call.processing = processing
+    return call
 
 
 class _Unpriced:

@@ -90,6 +90,10 @@ class Store(ABC):
         same token never duplicates: the raw table and every rollup keep exactly one copy."""
 
     @abstractmethod
+    def insert_outcomes(self, data: bytes, token: str) -> None:
+        """Insert outcome lines (`store.wire.OUTCOME_COLUMNS`) into `outcomes`, once per token."""
+
+    @abstractmethod
     def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
         """Run a query; `readonly` (the default) refuses anything but reads."""
 

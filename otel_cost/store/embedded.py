@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import QueryError, StoreError, StoreLockedError, StoreUnavailableError
 from .base import INSERT_SETTINGS, QUERY_SETTINGS, QueryResult, Store
 from .url import StoreURL
+from .wire import OUTCOME_COLUMNS
 
 __all__ = ["EmbeddedStore"]
 
@@ -112,6 +113,24 @@ class EmbeddedStore(Store):
                 raise StoreUnavailableError(f"the store {self.url} is closed")
             try:
                 inserter = self._writer.send_insert(_INSERT.format(settings=_SETTINGS, token=token), "TabSeparated")
+                inserter.append(data)
+                inserter.finish()
+            except Exception as exc:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise StoreUnavailableError(f"insert into {self.url} failed: {message}") from exc
+
+    def insert_outcomes(self, data: bytes, token: str) -> None:
+        if not data:
+            return
+        statement = (
+            f"INSERT INTO outcomes ({', '.join(OUTCOME_COLUMNS)}) SETTINGS {_SETTINGS}, "
+            f"insert_deduplication_token='{token}-outcomes'"
+        )
+        with self._write_lock:
+            if self._closed:
+                raise StoreUnavailableError(f"the store {self.url} is closed")
+            try:
+                inserter = self._writer.send_insert(statement, "TabSeparated")
                 inserter.append(data)
                 inserter.finish()
             except Exception as exc:

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import QueryError, StoreError, StoreUnavailableError
 from .base import INSERT_SETTINGS, QUERY_SETTINGS, QueryResult, Store
 from .url import StoreURL
+from .wire import OUTCOME_COLUMNS
 
 __all__ = ["ServerStore"]
 
@@ -59,6 +60,18 @@ class ServerStore(Store):
         with self._lock:
             try:
                 self._client.raw_insert("requests_ingest", insert_block=data, settings=settings, fmt="TabSeparated")
+            except Exception as exc:
+                raise StoreUnavailableError(f"insert into {self.url} failed: {exc}") from exc
+
+    def insert_outcomes(self, data: bytes, token: str) -> None:
+        if not data:
+            return
+        settings = {**INSERT_SETTINGS, "insert_deduplication_token": f"{token}-outcomes"}
+        with self._lock:
+            try:
+                self._client.raw_insert(
+                    "outcomes", OUTCOME_COLUMNS, insert_block=data, settings=settings, fmt="TabSeparated"
+                )
             except Exception as exc:
                 raise StoreUnavailableError(f"insert into {self.url} failed: {exc}") from exc
 

@@ -18,6 +18,7 @@ from typing import Any
 __all__ = [
     "INGEST_COLUMNS",
     "MAX_ATTRIBUTE_CHARS",
+    "OUTCOME_COLUMNS",
     "SEPARATOR",
     "attribute_text",
     "encode_line",
@@ -25,6 +26,24 @@ __all__ = [
     "mark_duplicate",
     "tsv_line",
 ]
+
+#: Column order of an outcome line (the `outcomes` table, `clickhouse/009_review.sql`).
+OUTCOME_COLUMNS = (
+    "timestamp",
+    "trace_id",
+    "span_id",
+    "service_name",
+    "environment",
+    "team",
+    "feature",
+    "agent",
+    "outcome",
+    "source",
+    "name",
+    "label",
+    "score",
+    "response_id",
+)
 
 #: Column order of a line (the `requests_ingest` table).
 INGEST_COLUMNS = (

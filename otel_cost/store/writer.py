@@ -43,11 +43,12 @@ class WriterStats:
 
 
 class _Submission:
-    __slots__ = ("data", "future", "loop", "rows", "submitted")
+    __slots__ = ("data", "future", "loop", "outcomes", "rows", "submitted")
 
-    def __init__(self, data: bytes, rows: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, data: bytes, rows: int, loop: asyncio.AbstractEventLoop, outcomes: bytes) -> None:
         self.data = data
         self.rows = rows
+        self.outcomes = outcomes
         self.loop = loop
         self.submitted = time.monotonic()
         self.future: asyncio.Future[None] = loop.create_future()
@@ -96,10 +97,12 @@ class BatchWriter:
     def pending_rows(self) -> int:
         return self._pending_rows
 
-    def submit(self, data: bytes, rows: int) -> asyncio.Future[None]:
-        """Queue `rows` wire lines; the future resolves once they are durable. Call from the event loop."""
+    def submit(self, data: bytes, rows: int, outcomes: bytes = b"", outcome_rows: int = 0) -> asyncio.Future[None]:
+        """Queue `rows` wire lines (and outcome lines); the future resolves once they are durable. Call
+        from the event loop."""
         loop = asyncio.get_running_loop()
-        submission = _Submission(data, rows, loop)
+        rows += outcome_rows  # both count against the batch size and the memory bound
+        submission = _Submission(data, rows, loop, outcomes)
         with self._cond:
             if self._stopping:
                 raise OverloadedError("otel-cost is shutting down", retry_after_seconds=5)
@@ -145,7 +148,11 @@ class BatchWriter:
                         break
                     self._cond.wait(remaining)  # exports on their way may join this insert
                 batch = self._take_batch()
-            error = self._insert(b"".join(submission.data for submission in batch), self._in_flight)
+            error = self._insert(
+                b"".join(submission.data for submission in batch),
+                self._in_flight,
+                b"".join(submission.outcomes for submission in batch),
+            )
             with self._cond:
                 self._pending_rows -= self._in_flight
                 self._in_flight = 0
@@ -155,12 +162,13 @@ class BatchWriter:
                 with contextlib.suppress(RuntimeError):
                     submission.loop.call_soon_threadsafe(_settle, submission.future, error)
 
-    def _insert(self, data: bytes, rows: int) -> BaseException | None:
+    def _insert(self, data: bytes, rows: int, outcomes: bytes = b"") -> BaseException | None:
         token = uuid.uuid4().hex  # the same on every retry of this batch: never inserted twice
         started = time.perf_counter()
         for attempt in range(1, self._attempts + 1):
             try:
                 self._store.insert_batch(data, token)
+                self._store.insert_outcomes(outcomes, token)
             except OtelCostError as exc:
                 if not exc.retryable or attempt == self._attempts:
                     logger.error("insert of %d rows failed (attempt %d): %s", rows, attempt, exc.message)

@@ -56,6 +56,7 @@ def test_migrations_are_recorded_and_idempotent(store: Store) -> None:
         "006_attribution.sql",
         "007_reattribute_runs.sql",
         "008_alerts.sql",
+        "009_review.sql",
     ]
     assert store.migrate() == []
     assert [r[0] for r in store.query("SELECT name FROM schema_migrations ORDER BY name").rows] == names
