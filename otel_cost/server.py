@@ -142,6 +142,8 @@ class Server:
         def flushed(rows: int, seconds: float) -> None:
             self.metrics.on_flush(rows, seconds)
             enforcer.nudge()  # new spend is queryable: evaluate budgets now, not at the next tick
+            if self._rates is not None:
+                self._rates.nudge()  # and a model first seen gets its list prices for the review
 
         self._writer = BatchWriter(
             store,

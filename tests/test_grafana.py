@@ -517,37 +517,28 @@ def fill(server: RunningServer, now: datetime) -> dict[str, str]:
     return traces
 
 
-def outcome_rows(now: datetime, traces: Mapping[str, str]) -> list[dict[str, Any]]:
-    """`outcomes` rows as the outcome reader stores them, inserted directly: they can come as
-    `otel_cost.outcome` spans through the receiver once that reader is part of the tree."""
+def send_outcomes(server: RunningServer, now: datetime, traces: Mapping[str, str]) -> None:
+    """Outcomes through the receiver, as a feedback service reports them: `otel_cost.outcome` on its
+    spans, in the traces whose calls they judge."""
+    spans = []
 
-    def row(trace: str, minutes: float, outcome: str, feature: str, team: str, span: str = "") -> dict[str, Any]:
-        return {
-            "timestamp": stored(now - timedelta(minutes=minutes)),
-            "trace_id": traces[trace],
-            "span_id": span or uuid.uuid4().hex[:16],
-            "service_name": "feedback",
-            "environment": "prod",
-            "team": team,
-            "feature": feature,
-            "agent": "",
-            "outcome": outcome,
-            "source": "attribute",
-            "name": "otel_cost.outcome",
-            "label": outcome,
-            "score": "",
-            "response_id": "",
-        }
+    def outcome(trace: str, minutes: float, result: str, feature: str, team: str) -> Any:
+        end_ns = int((now - timedelta(minutes=minutes)).timestamp()) * 1_000_000_000
+        attributes = {"otel_cost.outcome": result, "app.feature": feature, "app.team": team}
+        return make_span(attributes, trace_id=bytes.fromhex(traces[trace]), name="feedback", start_ns=end_ns - 10**9)
 
-    repeated = row("checkout", 50, "accepted", "feedback-widget", "web")
-    return [
-        row("checkout", 55, "rejected", "feedback-widget", "web"),  # superseded by the later outcome
+    repeated = outcome("checkout", 50, "accepted", "feedback-widget", "web")
+    spans = [
+        outcome("checkout", 55, "rejected", "feedback-widget", "web"),  # superseded by the later outcome
         repeated,
-        dict(repeated),  # a retried export: the same outcome twice
-        row("mixed", 100, "rejected", "feedback-widget", "web"),  # mostly checkout-help's spend
-        row("refund", 80, "accepted", "feedback-widget", "web"),
-        row("judged_only", 70, "accepted", "ranking", "search"),  # no calls: the outcome's own feature
+        repeated,  # the same outcome twice (as a retried export would send it)
+        outcome("mixed", 100, "rejected", "feedback-widget", "web"),  # mostly checkout-help's spend
+        outcome("refund", 80, "accepted", "feedback-widget", "web"),
+        outcome("judged_only", 70, "accepted", "ranking", "search"),  # no calls: the outcome's own feature
     ]
+    export(server, make_request(spans, resource={"service.name": "feedback", "deployment.environment.name": "prod"}))
+    # The repeat has the same key (trace, span, source, name): it collapses into one row in the insert.
+    assert server.scalar("SELECT count() FROM outcomes") == len(spans) - 1
 
 
 def snapshot_rows(now: datetime) -> list[dict[str, Any]]:
@@ -649,7 +640,7 @@ def filled(chdb_path: Path, janitor: Store) -> Iterator[Filled]:
         traces = fill(server, now)
         store = server.server.store
         assert store is not None
-        store.insert_rows("outcomes", outcome_rows(now, traces), f"grafana-outcomes-{database}")
+        send_outcomes(server, now, traces)
         store.insert_rows("budget_snapshots", snapshot_rows(now), f"grafana-snapshots-{database}")
         wait_for(
             lambda: (

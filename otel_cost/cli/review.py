@@ -16,8 +16,11 @@ __all__ = ["review"]
 
 
 def _week(value: str | None) -> Week:
-    if value is None:
-        return Week.containing(datetime.now(UTC) - timedelta(days=7))  # the last complete week
+    now = datetime.now(UTC)
+    if value is None or value == "last":
+        return Week.containing(now - timedelta(days=7))  # the last complete week
+    if value == "this":
+        return Week.containing(now)
     try:
         return Week(value)
     except ValueError as exc:
@@ -25,7 +28,12 @@ def _week(value: str | None) -> Week:
 
 
 @click.command()
-@click.option("--week", "week_label", metavar="YYYY-Www", help="ISO week (UTC); default: the last complete week.")
+@click.option(
+    "--week",
+    "week_label",
+    metavar="YYYY-Www",
+    help="ISO week (UTC), or `this` (so far) or `last`; default: last, the last complete week.",
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True, help="Output format.")
 @click.option(
     "--out",
@@ -61,6 +69,7 @@ def review(
     \b
     Examples:
       otel-cost review
+      otel-cost review --week this
       otel-cost review --week 2026-W48 --format html --out review-2026-W48.html
       otel-cost review --week 2026-W48 --format json | jq .summary
       otel-cost review --format csv --section top_movers > movers.csv

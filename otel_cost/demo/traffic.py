@@ -88,9 +88,16 @@ def _span(
     parent: Any = None,
     kind: SpanKind = SpanKind.CLIENT,
     error: str | None = None,
+    evaluation: str | None = None,
 ) -> Any:
     context = set_span_in_context(parent) if parent is not None else None
     span = tracer.start_span(name, context=context, kind=kind, start_time=start_ns, attributes=attributes)
+    if evaluation:  # a judge's verdict on the answer: an outcome for cost per accepted result
+        span.add_event(
+            "gen_ai.evaluation.result",
+            {"gen_ai.evaluation.name": "answer_helpful", "gen_ai.evaluation.score.label": evaluation},
+            timestamp=start_ns + duration_ms * 1_000_000,
+        )
     if error:
         span.set_attribute("error.type", error)
         span.set_status(Status(StatusCode.ERROR, error))
@@ -119,6 +126,7 @@ def _checkout(tracer: Tracer, rng: random.Random, clock: _Clock) -> int:
             # content is opt-in in real instrumentation; otel-cost drops it before storage
             "gen_ai.prompt.0.content": "Where is my order #1042?",
         },
+        evaluation="pass" if prompt % 4 else "fail",  # from the draws already made: the demo's figures stay
     )
     return 1
 
@@ -206,6 +214,8 @@ def _support(tracers: dict[str, Tracer], rng: random.Random, clock: _Clock) -> i
     outer.end(end_time=start + 1_900_000_000)
     agent.set_attribute("gen_ai.usage.input_tokens", inclusive_input)  # the agent's sum: never billed again
     agent.set_attribute("gen_ai.usage.output_tokens", output)
+    # Whether the customer accepted the triage: the result that cost per accepted result divides by.
+    agent.set_attribute("otel_cost.outcome", "accepted" if cache_read % 5 else "rejected")
     agent.end(end_time=start + 2_000_000_000)
     return 1
 

@@ -93,14 +93,19 @@ def _differs(stored: dict[str, Any] | None, row: dict[str, Any]) -> bool:
 
 
 class RatesPublisher:
-    """Keeps the rates current inside a long-running process: on start, then every `interval` seconds
-    (a model first seen since then gets its rates within that time)."""
+    """Keeps the rates current inside a long-running process: on start, every `interval_seconds`,
+    and soon after new rows are stored (`nudge`, at most once per `min_gap_seconds`), so a model first
+    seen a moment ago has its rates by the time someone reads the review."""
 
-    def __init__(self, store: Store, config: Config, interval_seconds: float = 300.0) -> None:
+    def __init__(
+        self, store: Store, config: Config, interval_seconds: float = 300.0, min_gap_seconds: float = 5.0
+    ) -> None:
         self.store = store
         self.config = config
         self.interval = interval_seconds
+        self.min_gap = min_gap_seconds
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def publish(self) -> None:
@@ -109,19 +114,25 @@ class RatesPublisher:
         except OtelCostError as exc:
             logger.warning("review: publishing model rates failed (retrying later): %s", exc.message)
 
+    def nudge(self) -> None:
+        self._wake.set()
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="otel-cost-rates", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             self.publish()
-            if self._stop.wait(self.interval):
+            if self._stop.wait(self.min_gap):
                 return
+            self._wake.wait(max(self.interval - self.min_gap, 0))
+            self._wake.clear()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
