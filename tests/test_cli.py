@@ -95,6 +95,12 @@ def test_sql_goes_through_a_running_server(server: RunningServer) -> None:
     assert json.loads(as_json.stdout) == [{"team": "payments", "spend": "0.012"}]
     as_csv = CliRunner().invoke(cli, ["sql", query, "--api", server.api_url, "--format", "csv"])
     assert as_csv.stdout.splitlines() == ['"team","spend"', '"payments",0.012']
+    # A Float64 column through the API (it used to answer HTTP 500: the JSON encoder met a Decimal).
+    ratio = CliRunner().invoke(
+        cli, ["sql", "SELECT round(1 / 3, 4) AS share", "--api", server.api_url, "--format", "json"]
+    )
+    assert ratio.exit_code == 0, ratio.output
+    assert json.loads(ratio.stdout) == [{"share": "0.3333"}]
 
 
 def test_sql_refuses_writes_with_a_clean_message(server: RunningServer) -> None:
