@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from otel_cost.store import QueryResult, Store
 
 from .helpers import RunningServer, chat_attributes, export, make_request, make_span, wait_for
+from .test_dedup import ANTHROPIC as SONNET  # a cached Claude call, billed once
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
@@ -414,16 +415,6 @@ OPUS = {
     "gen_ai.request.model": "claude-opus-4-1",
     "gen_ai.usage.input_tokens": 30_000,
     "gen_ai.usage.output_tokens": 1_000,
-}
-SONNET = {
-    "gen_ai.operation.name": "chat",
-    "gen_ai.provider.name": "anthropic",
-    "gen_ai.request.model": "claude-sonnet-4-5",
-    "gen_ai.response.model": "claude-sonnet-4-5-20250929",
-    "gen_ai.usage.input_tokens": 2550,
-    "gen_ai.usage.cache_read.input_tokens": 2000,
-    "gen_ai.usage.cache_creation.input_tokens": 500,
-    "gen_ai.usage.output_tokens": 400,
 }
 UNPRICED = {
     "gen_ai.operation.name": "chat",
