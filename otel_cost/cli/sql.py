@@ -129,7 +129,7 @@ class QuerySource:
         self._said = False
 
     def __enter__(self) -> QuerySource:
-        if _via_api(self.api_url, "SELECT 1", "json", self.token) is not None:
+        if _api_json(self.api_url, "SELECT 1", self.token) is not None:
             self.description = f"the server at {self.api_url}"
             return self
         url = self.config.store.url

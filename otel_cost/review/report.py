@@ -15,6 +15,7 @@ from typing import Any
 
 from ..formats import decimal_text, iso_utc
 from ..store import QueryResult
+from ..store.sql import seconds_literal
 from .queries import QUERIES, Week, run_review_query
 
 __all__ = ["SECTIONS", "Column", "Review", "Section", "build_review"]
@@ -180,7 +181,7 @@ assert tuple(section.name for section in SECTIONS) == QUERIES
 _DAILY_SQL = """
 SELECT toDate(hour) AS day, team, toString(sum(cost)) AS spend_usd, sum(calls) AS call_count
 FROM spend_hour
-WHERE billable = 1 AND hour >= toDateTime({start}, 'UTC') AND hour < toDateTime({end}, 'UTC')
+WHERE billable = 1 AND hour >= {start} AND hour < {end}
 GROUP BY day, team
 ORDER BY day, team
 """
@@ -206,7 +207,7 @@ class Review:
             "currency": "USD",
             "summary": self.summary,
             "daily": self.daily,
-            "sections": {name: rows for name, rows in self.sections.items()},
+            "sections": dict(self.sections),
         }
 
 
@@ -239,7 +240,7 @@ def build_review(
         if len(rows) > keep:
             review.summary.setdefault("truncated", {})[name] = len(rows)
     previous = week.previous
-    daily = run(_DAILY_SQL.format(start=int(previous.start.timestamp()), end=int(week.end.timestamp()))).dicts()
+    daily = run(_DAILY_SQL.format(start=seconds_literal(previous.start), end=seconds_literal(week.end))).dicts()
     days: dict[str, dict[str, Any]] = {}
     for row in daily:
         day = str(row["day"])
