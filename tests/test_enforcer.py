@@ -4,6 +4,7 @@ views), budgets are evaluated from the rollups at chosen instants, the cap state
 from __future__ import annotations
 
 import os
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -193,3 +194,30 @@ def test_several_budgets_most_severe_first(store: Store) -> None:
         ("soft", "alert"),
         ("other", "allow"),
     ]
+
+
+def test_a_stale_evaluation_never_lands_after_a_newer_one(store: Store) -> None:
+    """The loop's thread and a nudge or API call may poll at once. Without serialising, an evaluation
+    read before new spend landed was applied after one read since: block flipped back to allow."""
+    now = next_monday() + timedelta(days=5)
+    config = Config.model_validate({"budgets": [budget(window="60m", limit="1", block_at=1).model_dump()]})
+    enforcer = Enforcer(store, config, CapState(30))
+    evaluated, release = threading.Event(), threading.Event()
+
+    def hold_the_first(caps: list[Any], moment: datetime) -> None:
+        if not evaluated.is_set():
+            evaluated.set()
+            release.wait(10)
+
+    enforcer.on_evaluated = hold_the_first
+    stale = threading.Thread(target=enforcer.poll_once, args=(now,))
+    stale.start()
+    assert evaluated.wait(10)  # the first poll has read "allow" and is about to apply it
+    spend(store, now, "2")
+    fresh = threading.Thread(target=enforcer.poll_once, args=(now + timedelta(seconds=1),))
+    fresh.start()
+    fresh.join(0.5)
+    release.set()
+    stale.join(10)
+    fresh.join(10)
+    assert [cap["action"] for cap in enforcer.state.document()["caps"]] == ["block"]

@@ -84,6 +84,9 @@ class Enforcer:
         self.evaluations = 0
         self.failures = 0
         self._snapshot_at: datetime | None = None
+        # The loop's thread and callers (tests, the API, nudges) may poll at once; an evaluation
+        # read before new spend landed must not be applied after one read since.
+        self._polling = threading.Lock()
         self.last_error = ""
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -99,6 +102,10 @@ class Enforcer:
 
     def poll_once(self, now: datetime | None = None) -> bool:
         """Evaluate and publish; True when a decision changed. Errors are logged, not raised."""
+        with self._polling:
+            return self._poll(now)
+
+    def _poll(self, now: datetime | None) -> bool:
         moment = now or self.clock()
         started = time.monotonic()
         try:
