@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError, StoreURLError
-from .store.url import DEFAULT_STORE_URL, parse_store_url
+from .store.url import DEFAULT_DATABASE, DEFAULT_STORE_URL, parse_store_url
 
 __all__ = [
     "APIConfig",
@@ -136,6 +136,18 @@ class StoreConfig(_Section):
     )
     dedup_keys: int = Field(1_000_000, ge=1000, description="span keys remembered to drop retried spans")
     dedup_window_seconds: int = Field(3600, ge=0, description="span keys reloaded from the store at start")
+    spool_dir: Path | None = Field(
+        None, description="the write-ahead spool; default: PATH/spool for chdb:PATH, ./otel-cost-spool otherwise"
+    )
+    spool_max_bytes: int = Field(
+        1024**3, ge=0, description="acknowledged batches kept on disk while the store is away (0: refuse instead)"
+    )
+    spool_retry_max_seconds: float = Field(
+        10, gt=0, le=600, description="longest pause between attempts to insert the spool's oldest batch"
+    )
+    insert_timeout_seconds: float = Field(
+        30, gt=0, le=3600, description="an insert slower than this counts as a stalled store: spool and go on"
+    )
 
     @field_validator("url")
     @classmethod
@@ -145,6 +157,15 @@ class StoreConfig(_Section):
         except StoreURLError as exc:
             raise ValueError(exc.message) from None
         return value
+
+    @property
+    def spool_path(self) -> Path:
+        if self.spool_dir is not None:
+            return self.spool_dir
+        url = parse_store_url(self.url)
+        if url.kind == "chdb" and url.path is not None:
+            return url.path / ("spool" if url.database == DEFAULT_DATABASE else f"spool-{url.database}")
+        return Path("otel-cost-spool")
 
     @model_validator(mode="after")
     def _sizes(self) -> StoreConfig:

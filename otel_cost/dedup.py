@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from .model import Call
 from .store.base import Store
-from .store.wire import mark_duplicate
+from .store.wire import INGEST_COLUMNS, mark_duplicate
 
 if TYPE_CHECKING:
     from .pipeline import ProcessedExport
@@ -41,6 +41,10 @@ _VENDOR = re.compile(r"^(?:anthropic|amazon|meta|cohere|mistral|ai21|openai|goog
 _VERSION = re.compile(r"-v\d+(?::\d+)?$")
 _SNAPSHOT = re.compile(r"[-@]\d{4}-?\d{2}-?\d{2}$")
 _normal_models: dict[str, str] = {}
+_WIRE_KEY_COLUMNS = tuple(
+    INGEST_COLUMNS.index(name)
+    for name in ("trace_id", "span_id", "parent_span_id", "billable", "provider", "request_model", "response_model")
+)
 
 
 def _normal_model(model: str) -> str:
@@ -190,15 +194,35 @@ class RecentSpans:
             f"FROM requests WHERE ingested_at >= now64(3) - INTERVAL {int(window_seconds)} SECOND "
             f"ORDER BY ingested_at DESC LIMIT {self._generation_size}"
         )
-        for trace_hex, span_hex, parent_hex, billable, provider, request, response in reversed(result.rows):
-            trace_id = bytes.fromhex(trace_hex)
-            link: Link | None = None
-            if billable:
-                parent_key = trace_id + bytes.fromhex(parent_hex) if parent_hex else b""
-                link = (parent_key, (provider, _normal_model(request), _normal_model(response)))
-            self.remember(trace_id + bytes.fromhex(span_hex), link)
+        for row in reversed(result.rows):
+            self._remember_row(*row)
         logger.info("reloaded %d recent span keys for deduplication", len(result.rows))
         return len(result.rows)
+
+    def remember_wire(self, data: bytes) -> int:
+        """Remember the calls in wire lines not yet in the store (the spool's, after a restart)."""
+        lines = data.decode().split("\n")[:-1]
+        for text in lines:
+            fields = text.split("\t")
+            self._remember_row(*(fields[index] for index in _WIRE_KEY_COLUMNS))
+        return len(lines)
+
+    def _remember_row(
+        self,
+        trace_hex: str,
+        span_hex: str,
+        parent_hex: str,
+        billable: object,
+        provider: str,
+        request: str,
+        response: str,
+    ) -> None:
+        trace_id = bytes.fromhex(trace_hex)
+        link: Link | None = None
+        if billable and billable != "0":
+            parent_key = trace_id + bytes.fromhex(parent_hex) if parent_hex else b""
+            link = (parent_key, (provider, _normal_model(request), _normal_model(response)))
+        self.remember(trace_id + bytes.fromhex(span_hex), link)
 
 
 @dataclass

@@ -95,6 +95,18 @@ class Metrics:
             "Rows acknowledged to no one yet, waiting for the store.",
             registry=registry,
         )
+        self.spool_batches = Gauge(
+            "otel_cost_spool_batches", "Acknowledged batches on local disk, waiting for the store.", registry=registry
+        )
+        self.spool_bytes = Gauge("otel_cost_spool_bytes", "Bytes of the spool on local disk.", registry=registry)
+        self.spool_events = Counter(
+            "otel_cost_spool_events",
+            "Batches by what the spool did with them: spooled (acknowledged from disk while the store "
+            "failed or stalled), drained (inserted later, oldest first), replayed (inserted at start-up "
+            "after a crash), refused (spool full: the export was pushed back), corrupt (quarantined).",
+            ["event"],
+            registry=registry,
+        )
         self.peak_rss = Gauge(
             "otel_cost_process_peak_resident_memory_bytes", "Peak resident set size.", registry=registry
         )
@@ -179,6 +191,10 @@ class Metrics:
 
     def track_pending(self, pending: Callable[[], int]) -> None:
         self.pending_rows.set_function(lambda: float(pending()))
+
+    def track_spool(self, batches: Callable[[], int], size: Callable[[], int]) -> None:
+        self.spool_batches.set_function(lambda: float(batches()))
+        self.spool_bytes.set_function(lambda: float(size()))
 
     def on_flush(self, rows: int, seconds: float) -> None:
         self.flush_seconds.observe(seconds)

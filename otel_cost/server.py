@@ -32,6 +32,7 @@ from .metrics import Metrics
 from .receiver import BearerTokens, add_trace_service, otlp_http_app
 from .review import RatesPublisher
 from .store import BatchWriter, Store, open_store
+from .store.spool import Spool
 from .workers import PipelinePool
 
 __all__ = ["EmbeddedUvicorn", "Server", "caps_snapshot", "listen"]
@@ -89,6 +90,7 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._uvicorns: list[tuple[EmbeddedUvicorn, asyncio.Task[None]]] = []
         self._writer: BatchWriter | None = None
+        self._spool: Spool | None = None
         self._pool: PipelinePool | None = None
         self.enforcer: Enforcer | None = None
         self.alerter: Alerter | None = None
@@ -124,9 +126,21 @@ class Server:
         if self.store is None:
             self.store = await asyncio.to_thread(open_store, config.store.url)
         store = self.store
+        self._spool = await asyncio.to_thread(Spool, config.store.spool_path, config.store.spool_max_bytes)
+        self._writer = self._new_writer(store, self._spool)
+        if self._spool:
+            # Batches an earlier process journaled: finish their inserts (rollups included) before
+            # anything reads the store; if the store refuses, they drain once it answers.
+            replayed = len(self._spool)
+            if await asyncio.to_thread(self._writer.wait_for_spool, config.store.insert_timeout_seconds * 2):
+                logger.info("replayed %d batches from the spool at %s", replayed, config.store.spool_path)
         recent = RecentSpans(config.store.dedup_keys)
         if config.store.dedup_window_seconds:
             await asyncio.to_thread(recent.preload, store, config.store.dedup_window_seconds)
+        for entry in self._spool.entries():  # still waiting for the store: their spans are not new
+            loaded = await asyncio.to_thread(self._spool.read, entry)
+            if loaded is not None:
+                recent.remember_wire(loaded[0])
         enforcer = self.enforcer = Enforcer(store, config, clock=self.clock, metrics=self.metrics)
         self.metrics.track_caps(lambda: caps_snapshot(enforcer))
         if config.gateways:
@@ -139,19 +153,6 @@ class Server:
         if config.budgets:
             await asyncio.to_thread(enforcer.poll_once)  # gateways never see an empty state from a live server
 
-        def flushed(rows: int, seconds: float) -> None:
-            self.metrics.on_flush(rows, seconds)
-            enforcer.nudge()  # new spend is queryable: evaluate budgets now, not at the next tick
-            if self._rates is not None:
-                self._rates.nudge()  # and a model first seen gets its list prices for the review
-
-        self._writer = BatchWriter(
-            store,
-            max_batch_rows=config.store.batch_size,
-            max_pending_rows=config.store.queue_size,
-            max_delay_millis=config.store.flush_interval_millis,
-            on_flush=flushed,
-        )
         enforcer.start()
         self._rates = RatesPublisher(store, config)
         self._rates.start()  # the review's list prices (model_rates): on start, then every few minutes
@@ -218,6 +219,28 @@ class Server:
             store.url,
         )
 
+    def _new_writer(self, store: Store, spool: Spool) -> BatchWriter:
+        def flushed(rows: int, seconds: float) -> None:
+            self.metrics.on_flush(rows, seconds)
+            if self.enforcer is not None:
+                self.enforcer.nudge()  # new spend is queryable: evaluate budgets now, not at the next tick
+            if self._rates is not None:
+                self._rates.nudge()  # and a model first seen gets its list prices for the review
+
+        config = self.config.store
+        self.metrics.track_spool(lambda: len(spool), lambda: spool.size)
+        return BatchWriter(
+            store,
+            max_batch_rows=config.batch_size,
+            max_pending_rows=config.queue_size,
+            max_delay_millis=config.flush_interval_millis,
+            insert_timeout_seconds=config.insert_timeout_seconds,
+            max_drain_backoff_seconds=config.spool_retry_max_seconds,
+            spool=spool,
+            on_flush=flushed,
+            on_spool=lambda event: self.metrics.spool_events.labels(event).inc(),
+        )
+
     def _serve(self, app: Any, sock: socket.socket, options: dict[str, Any]) -> None:
         config = uvicorn.Config(app, lifespan="off", log_config=None, log_level="warning", access_log=False, **options)
         server = EmbeddedUvicorn(config)
@@ -258,6 +281,8 @@ class Server:
             await asyncio.to_thread(self._webhooks.stop)
         if self._pool is not None:
             await asyncio.to_thread(self._pool.shutdown)
+        if self._spool is not None:
+            self._spool.close()
         if self.store is not None and self._given_store is None:
             self.store.close()
 

@@ -97,7 +97,8 @@ def test_nested_instrumentation_across_exports_in_either_order(server: RunningSe
     )
 
 
-def test_a_call_whose_write_failed_makes_no_other_call_a_duplicate(server: RunningServer) -> None:
+def test_a_call_whose_write_failed_makes_no_other_call_a_duplicate(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server({"store": {"spool_max_bytes": 0}})  # no room on disk: the export is refused
     assert server.server.store is not None
     store = server.server.store
     outer, inner = nested_pair()

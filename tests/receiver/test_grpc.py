@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.trace import SpanKind
 
-from ..helpers import RunningServer, chat_attributes, make_request, make_span
+from ..helpers import RunningServer, chat_attributes, make_request, make_span, wait_for
 from ..tls import make_certificate
 
 SERVICE = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -137,7 +137,33 @@ def retry_info(error: grpc.RpcError) -> tuple[float, float]:
     return plain.retry_delay.ToTimedelta().total_seconds(), detail.retry_delay.ToTimedelta().total_seconds()
 
 
-def test_store_outage_is_unavailable_with_retry_info_and_the_retry_is_stored_once(server: RunningServer) -> None:
+def test_a_store_outage_is_acknowledged_from_the_spool_and_drained_once(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server({"store": {"spool_retry_max_seconds": 0.5}})
+    assert server.server.store is not None
+    store = server.server.store
+    registry = server.server.metrics.registry
+    request = make_request([make_span(chat_attributes())])
+    store.execute("RENAME TABLE requests TO requests_away")
+    try:
+        export(server, request)  # acknowledged: the batch is on disk
+        assert registry.get_sample_value("otel_cost_spool_batches") == 1
+        assert registry.get_sample_value("otel_cost_spool_events_total", {"event": "spooled"}) == 1
+        export(server, request)  # the client's retry: a duplicate, not a second row
+    finally:
+        store.execute("RENAME TABLE requests_away TO requests")
+    wait_for(lambda: registry.get_sample_value("otel_cost_spool_batches") == 0, timeout=15)
+    assert registry.get_sample_value("otel_cost_spool_events_total", {"event": "drained"}) == 1
+    assert server.scalar("SELECT count() FROM requests") == 1
+    assert Decimal(server.scalar("SELECT sum(cost) FROM spend_hour")) == Decimal("0.006")
+    assert Decimal(server.scalar("SELECT sum(cost) FROM spend_minute")) == Decimal("0.006")
+
+
+def test_store_outage_with_a_full_spool_is_unavailable_with_retry_info_and_the_retry_is_stored_once(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server({"store": {"spool_max_bytes": 0}})
     assert server.server.store is not None
     store = server.server.store
     store.execute("RENAME TABLE requests TO requests_away")
@@ -148,8 +174,9 @@ def test_store_outage_is_unavailable_with_retry_info_and_the_retry_is_stored_onc
     finally:
         store.execute("RENAME TABLE requests_away TO requests")
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "the store could not take the batch" in caught.value.details()
-    assert retry_info(caught.value) == (2.0, 2.0)
+    assert "the spool is full" in caught.value.details()
+    assert retry_info(caught.value) == (5.0, 5.0)
+    assert server.server.metrics.registry.get_sample_value("otel_cost_spool_events_total", {"event": "refused"}) == 1
     export(server, request)  # the client's retry once the store is back
     export(server, request)
     assert server.scalar("SELECT count() FROM requests") == 1
@@ -157,14 +184,14 @@ def test_store_outage_is_unavailable_with_retry_info_and_the_retry_is_stored_onc
 
 
 def test_full_queue_pushes_back_with_unavailable_and_retry_info(make_server: Callable[..., RunningServer]) -> None:
-    server = make_server({"store": {"queue_size": 1, "batch_size": 1}})
+    server = make_server({"store": {"queue_size": 1, "batch_size": 1, "spool_retry_max_seconds": 0.5}})
     assert server.server.store is not None
     store = server.server.store
-    store.execute("RENAME TABLE requests TO requests_away")  # the first export stalls in retries
+    store.execute("RENAME TABLE requests TO requests_away")  # the first export waits in retries
     channel = grpc.insecure_channel(server.grpc_target)
     stub = trace_service_pb2_grpc.TraceServiceStub(channel)
     try:
-        stalled = stub.Export.future(make_request([make_span(chat_attributes())]), timeout=30)
+        first = stub.Export.future(make_request([make_span(chat_attributes())]), timeout=30)
         registry = server.server.metrics.registry
         deadline = time.monotonic() + 10
         while not registry.get_sample_value("otel_cost_store_pending_rows") and time.monotonic() < deadline:
@@ -174,11 +201,11 @@ def test_full_queue_pushes_back_with_unavailable_and_retry_info(make_server: Cal
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "rows are waiting for the store (limit 1)" in caught.value.details()
         assert retry_info(caught.value) == (1.0, 1.0)
-        with pytest.raises(grpc.RpcError):
-            stalled.result()
+        first.result()  # then spooled and acknowledged
     finally:
         store.execute("RENAME TABLE requests_away TO requests")
         channel.close()
+    wait_for(lambda: server.scalar("SELECT count() FROM requests") == 1, timeout=15)
 
 
 def test_tls_with_a_generated_certificate(make_server: Callable[..., RunningServer], tmp_path: Path) -> None:

@@ -178,7 +178,8 @@ def test_bearer_token(make_server: Callable[..., RunningServer]) -> None:
     assert post(server.http_url, body, PROTOBUF, {"Authorization": "Bearer tok-2"})[0] == 200
 
 
-def test_store_outage_is_503_with_retry_after(server: RunningServer) -> None:
+def test_store_outage_with_a_full_spool_is_503_with_retry_after(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server({"store": {"spool_max_bytes": 0}})
     assert server.server.store is not None
     server.server.store.execute("RENAME TABLE requests TO requests_away")
     body = make_request([make_span(chat_attributes())]).SerializeToString()
@@ -187,11 +188,12 @@ def test_store_outage_is_503_with_retry_after(server: RunningServer) -> None:
     finally:
         server.server.store.execute("RENAME TABLE requests_away TO requests")
     assert status == 503
-    assert headers["retry-after"] == "2"
+    assert headers["retry-after"] == "5"
     status_message = status_body(payload, PROTOBUF)
+    assert "the spool is full" in status_message.message
     retry = error_details_pb2.RetryInfo()
     assert status_message.details[0].Unpack(retry)
-    assert retry.retry_delay.seconds == 2
+    assert retry.retry_delay.seconds == 5
     assert post(server.http_url, body, PROTOBUF)[0] == 200
     assert server.scalar("SELECT count() FROM requests") == 1
 
