@@ -100,6 +100,12 @@ class ReceiverConfig(_Section):
         default_factory=default_workers, ge=0, le=64, description="pipeline processes; 0 runs it in the receiver"
     )
     tls: TLSConfig | None = None
+    max_inflight_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        description="request bytes being processed at once; more is refused retryably (bounds memory)",
+    )
+    max_concurrent_exports: int = Field(64, ge=1, le=10_000, description="gRPC exports handled at once")
 
     @field_validator("grpc_endpoint", "http_endpoint")
     @classmethod
@@ -117,13 +123,24 @@ class ReceiverConfig(_Section):
 
 class APIConfig(_Section):
     endpoint: str = "0.0.0.0:8318"
-    read_tokens: list[str] = Field(default_factory=list)
-    admin_tokens: list[str] = Field(default_factory=list)
+    read_tokens: list[str] = Field(default_factory=list, description="GET /v1/caps, /v1/alerts, POST /v1/sql")
+    admin_tokens: list[str] = Field(
+        default_factory=list,
+        description="POST /v1/reprice, /v1/reattribute (and the reads); empty: those answer loopback clients only",
+    )
+    tls: TLSConfig | None = None
 
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str) -> str:
         parse_endpoint(value)
+        return value
+
+    @field_validator("read_tokens", "admin_tokens")
+    @classmethod
+    def _tokens(cls, value: list[str]) -> list[str]:
+        if any(not token.strip() for token in value):
+            raise ValueError("tokens must not be empty (an empty list disables authentication)")
         return value
 
 

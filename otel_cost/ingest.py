@@ -11,6 +11,8 @@ import asyncio
 import logging
 
 from .dedup import RecentSpans, admit
+from .errors import OverloadedError
+from .faults import crash_point
 from .metrics import Metrics
 from .model import UNATTRIBUTED
 from .pipeline import ProcessedExport
@@ -24,15 +26,40 @@ logger = logging.getLogger(__name__)
 
 
 class Ingestor:
-    def __init__(self, pool: PipelinePool, recent: RecentSpans, writer: BatchWriter, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        pool: PipelinePool,
+        recent: RecentSpans,
+        writer: BatchWriter,
+        metrics: Metrics,
+        max_inflight_bytes: int = 128 * 1024 * 1024,
+    ) -> None:
         self.pool = pool
         self.recent = recent
         self.writer = writer
         self.metrics = metrics
+        self.max_inflight_bytes = max_inflight_bytes
         self._processing = 0  # exports in the pipeline: rows that may still join the pending insert
+        self._inflight_bytes = 0  # request bytes of exports not yet answered
 
     async def consume(self, body: bytes, kind: str) -> ProcessedExport:
         """Process and store one export (protobuf or JSON bytes). Raises OtelCostError to refuse it."""
+        size = len(body)
+        if self._inflight_bytes and self._inflight_bytes + size > self.max_inflight_bytes:
+            # Offered load above capacity: push back now (the client retries after RetryInfo) rather
+            # than hold more requests in memory, each decoded several times its size.
+            raise OverloadedError(
+                f"{self._inflight_bytes} bytes of exports are in progress "
+                f"(receiver.max_inflight_bytes={self.max_inflight_bytes})",
+                retry_after_seconds=1,
+            )
+        self._inflight_bytes += size
+        try:
+            return await self._consume(body, kind)
+        finally:
+            self._inflight_bytes -= size
+
+    async def _consume(self, body: bytes, kind: str) -> ProcessedExport:
         self._processing += 1
         try:
             processed = await self.pool.process(body, kind)
@@ -42,10 +69,13 @@ class Ingestor:
                 self.writer.flush_pending()
             raise
         self._processing -= 1
+        crash_point("receive")
         metrics = self.metrics
         metrics.spans_received.inc(processed.spans)
         if processed.rejected:
             metrics.spans_rejected.labels("invalid").inc(processed.rejected)
+        if processed.redactions:
+            metrics.add_redactions(processed.redactions)
         recent = self.recent
         admitted = admit(processed, recent)
         if admitted.duplicates:

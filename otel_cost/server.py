@@ -162,17 +162,20 @@ class Server:
         )
         await self._pool.start()
         self.metrics.track_workers(lambda: self._pool.pids if self._pool else [])
-        ingestor = Ingestor(self._pool, recent, self._writer, self.metrics)
+        ingestor = Ingestor(
+            self._pool, recent, self._writer, self.metrics, max_inflight_bytes=config.receiver.max_inflight_bytes
+        )
         ingest_tokens = BearerTokens(config.receiver.bearer_tokens)
         tls = config.receiver.tls
 
         max_bytes = config.receiver.max_request_bytes
         self._grpc = grpc.aio.server(
+            maximum_concurrent_rpcs=config.receiver.max_concurrent_exports,
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         add_trace_service(self._grpc, ingestor.consume, ingest_tokens, self._on_refusal)
         endpoint = config.receiver.grpc_endpoint
@@ -204,7 +207,11 @@ class Server:
         if tls is not None:
             tls_options = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
         self._serve(http_app, http_sock, tls_options)
-        self._serve(api, api_sock, {})
+        api_tls = config.api.tls  # tokens to the API are not sent in clear
+        api_options: dict[str, Any] = {}
+        if api_tls is not None:
+            api_options = {"ssl_certfile": str(api_tls.cert_file), "ssl_keyfile": str(api_tls.key_file)}
+        self._serve(api, api_sock, api_options)
         for server, task in self._uvicorns:
             while not server.started and not task.done():
                 await asyncio.sleep(0.01)

@@ -13,6 +13,9 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -53,9 +56,24 @@ def _worker_initialize(
     while the price catalog is hundreds of thousands of long-lived objects. Python's automatic
     collections would rescan them over and over (measured: a quarter of the worker's time), so the
     worker freezes what exists after start-up and collects on its own schedule instead."""
+    _die_with_parent()
     _initialize(overrides, attribution, outcomes)
     gc.freeze()
     gc.disable()
+
+
+def _die_with_parent() -> None:
+    """A server killed with SIGKILL cannot stop its workers, and an orphan would hold memory and CPU:
+    a thread exits the worker once it has been re-parented. (Not PR_SET_PDEATHSIG: that fires when
+    the parent's *thread* that spawned the worker ends, and any thread may spawn one.)"""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="otel-cost-parent-watch", daemon=True).start()
 
 
 def process_payload(body: bytes, kind: str, pipeline: Pipeline | None = None) -> ProcessedExport:

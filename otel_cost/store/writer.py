@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..errors import OtelCostError, OverloadedError, StoreUnavailableError
+from ..faults import crash_point
 from .base import Store
 from .spool import Spool, SpoolFullError
 
@@ -221,24 +222,22 @@ class BatchWriter:
 
     def _run(self) -> None:
         while True:
+            batch: list[_Submission] = []
             with self._cond:
                 while not self._queue and not self._stopping and not self._drain_due():
                     self._cond.wait(max(0.01, self._drain_at - time.monotonic()) if self._spool else None)
-                if not self._queue and (self._stopping or not self._drain_due()):
-                    if self._stopping:
-                        return
-                    continue
-                batch: list[_Submission] = []
                 if self._queue:
-                    deadline = self._queue[0].submitted + self._max_delay
-                    while (
-                        not self._stopping and not self._flush_requested and self._pending_rows < self._max_batch_rows
-                    ):
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        self._cond.wait(remaining)  # exports on their way may join this insert
-                    batch = self._take_batch()
+                    if self._batch_ready():
+                        batch = self._take_batch()
+                    elif not self._drain_due():
+                        # exports on their way may join this insert; the spool's backlog may not wait
+                        until = self._queue[0].submitted + self._max_delay
+                        if self._spool:
+                            until = min(until, max(self._drain_at, time.monotonic() + 0.01))
+                        self._cond.wait(max(0.0, until - time.monotonic()))
+                        continue
+                elif self._stopping:
+                    return
             if batch:
                 error = self._commit(batch)
                 with self._cond:
@@ -253,6 +252,15 @@ class BatchWriter:
                 self._drain_one()
                 with self._cond:
                     self._cond.notify_all()
+
+    def _batch_ready(self) -> bool:
+        if self._stopping or self._pending_rows >= self._max_batch_rows:
+            return True
+        if time.monotonic() >= self._queue[0].submitted + self._max_delay:
+            return True
+        # Nothing else is coming: insert now. While a backlog drains, batches reach the spool, not
+        # the store: fewer, larger ones drain faster.
+        return self._flush_requested and not self._spool
 
     def _commit(self, batch: list[_Submission]) -> BaseException | None:
         """Make one batch durable: inserted, or (with a spool) journaled on disk. None when it is."""
@@ -271,11 +279,13 @@ class BatchWriter:
                 return self._refuse(exc)
             logger.error("%s; inserting without the journal", exc.message)
             return self._insert(data, rows, outcomes, token)
+        crash_point("journaled")
         if backlog:
             self._spooled(1)
             return None
         error = self._insert(data, rows, outcomes, token)
         if error is None:
+            crash_point("inserted")
             spool.remove(entry)
             return None
         if not getattr(error.__cause__, "retryable", True):
@@ -367,6 +377,7 @@ class BatchWriter:
             self._stalled = None
 
         def job() -> None:
+            crash_point("insert")
             self._store.insert_batch(data, token)
             self._store.insert_outcomes(outcomes, token)
 
