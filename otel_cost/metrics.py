@@ -13,10 +13,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["MAX_BUDGET_SERIES", "MAX_SPEND_SERIES", "Metrics"]
+__all__ = ["MAX_BUDGET_SERIES", "MAX_REDACTION_SERVICES", "MAX_SPEND_SERIES", "Metrics"]
 
 #: (team, model) label pairs of the spend counter; later pairs are counted as ("other", "other").
 MAX_SPEND_SERIES = 500
+#: Services the redaction counter names; later ones are counted as service "other".
+MAX_REDACTION_SERVICES = 500
 #: Budget caps exported per evaluation (a `per` budget has one per group); the rest are counted only.
 MAX_BUDGET_SERIES = 500
 _UNITS_PER_USD = 10**24
@@ -126,6 +128,15 @@ class Metrics:
         )
         self._spend_series: set[tuple[str, str]] = set()
         self._spend_lock = threading.Lock()
+        self.redactions = Counter(
+            "otel_cost_redactions",
+            "Attribute values redacted as secrets in exports received, by the resource's service.name and the "
+            "kind of secret (openai, aws_access_key, bearer, ...; secret_attribute: the key names a credential). "
+            f"At most {MAX_REDACTION_SERVICES} services; later ones are counted as service 'other'.",
+            ["service", "kind"],
+            registry=registry,
+        )
+        self._redaction_services: set[str] = set()
         self.enforcer_poll_seconds = Histogram(
             "otel_cost_enforcer_poll_seconds",
             "Time to evaluate every budget once (rollup queries included).",
@@ -179,6 +190,17 @@ class Metrics:
                         pair = ("other", "other")
                     self._spend_series.add(pair)
                 self.spend.labels(*pair).inc(units / _UNITS_PER_USD)
+
+    def add_redactions(self, by_service_kind: Mapping[tuple[str, str], int]) -> None:
+        """Values redacted per (service.name, kind), from one export."""
+        with self._spend_lock:
+            for (name, kind), count in by_service_kind.items():
+                service = name
+                if service not in self._redaction_services:
+                    if len(self._redaction_services) >= MAX_REDACTION_SERVICES:
+                        service = "other"
+                    self._redaction_services.add(service)
+                self.redactions.labels(service, kind).inc(count)
 
     def track_caps(self, snapshot: Callable[[], tuple[int, list[dict[str, Any]]]]) -> None:
         """The cap state to export: (version, cap documents), read at every scrape."""

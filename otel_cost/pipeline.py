@@ -17,6 +17,7 @@ from .model import UNATTRIBUTED, Call
 from .pricing import PriceBook
 from .semconv import TYPED_KEYS, InvalidSpanError, emitter_for_scope, extract, redact_values, to_dict
 from .semconv.outcomes import OutcomeReader
+from .semconv.policy import take_redactions
 from .store.wire import SEPARATOR, encode_line, encode_map, tsv_line
 
 __all__ = ["Pipeline", "ProcessedExport"]
@@ -45,6 +46,8 @@ class ProcessedExport:
     outcome_rows: int = 0
     accepted: int = 0
     unrecognized_outcomes: int = 0  # outcome signals naming no known result (or on a span with no trace)
+
+    redactions: dict[tuple[str, str], int] = field(default_factory=dict)  # (service.name, kind) -> values redacted
 
     def reject(self, where: str, reason: str) -> None:
         self.rejected += 1
@@ -75,6 +78,7 @@ class Pipeline:
         keys_here: set[bytes] = set()
         outcome_lines: list[str] = []
         wants_outcomes = self.outcomes.wants
+        take_redactions()  # counted elsewhere in this process: not this export's
         for resource_index, resource_spans in enumerate(request.resource_spans):
             resource_attrs = to_dict(resource_spans.resource.attributes)
             redact_values(resource_attrs)
@@ -102,6 +106,9 @@ class Pipeline:
                         continue
                     keys_here.add(key)
                     staged.append((key, call, attrs, resource, resource_map))
+            for kind, count in take_redactions().items():  # the resource's values and its spans'
+                where = (resource.service_name, kind)
+                result.redactions[where] = result.redactions.get(where, 0) + count
 
         # A kept inner call (a provider SDK's span) is owned as its outer span says, where it is silent.
         owner_attrs: dict[bytes, dict[str, Any]] = {}

@@ -8,8 +8,13 @@ Content (prompts, completions, tool arguments and results) is named by the GenAI
 pydantic-ai/logfire. Its values are never read, stored or forwarded.
 
 Secrets are caught two ways: by key (`*.api_key`, `*authorization`, `*.password`, ...), whose values
-are replaced without being read, and by value (provider key formats for OpenAI, Anthropic, AWS,
-Google, GitHub, Slack, Stripe, Hugging Face; bearer/basic credentials; JWTs; PEM private keys).
+are replaced without being read, and by value (provider key formats for OpenAI, Anthropic, AWS access
+key ids and the secret keys written next to them or under an AWS secret key label, Google, GitHub,
+Slack, Stripe, Hugging Face; bearer/basic credentials; JWTs; PEM private keys).
+
+Every redaction is counted by kind (`KINDS`; `secret_attribute` for a value replaced because of its
+key): `redact_values` adds to the mapping it is given, else to this process's tally, which
+`take_redactions` hands over (the pipeline turns it into a count per service for /metrics).
 """
 
 from __future__ import annotations
@@ -17,7 +22,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["CONTENT", "KEEP", "REDACTED", "SECRET", "classify_key", "redact_values"]
+__all__ = [
+    "CONTENT",
+    "KEEP",
+    "KINDS",
+    "REDACTED",
+    "SECRET",
+    "SECRET_ATTRIBUTE",
+    "classify_key",
+    "redact_text",
+    "redact_values",
+    "take_redactions",
+]
 
 KEEP, CONTENT, SECRET = 0, 1, 2
 REDACTED = "[REDACTED]"
@@ -101,23 +117,48 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 
+# One named group per kind (the group's name is the kind counted); the first alternative that matches
+# at a position wins, so Anthropic's and Langfuse's "sk-" keys come before OpenAI's.
 _SECRET_VALUE = re.compile(
-    # OpenAI, Anthropic, Langfuse secret keys; `\b` so "risk-assessment-service-prod" is not one
-    r"\bsk-(?:ant-|proj-|svcacct-|admin-|lf-)?[A-Za-z0-9_\-]{16,}"
-    r"|\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"  # AWS access key ids
-    r"|AIza[0-9A-Za-z_\-]{35}"  # Google API keys
-    r"|\bya29\.[0-9A-Za-z_\-]{20,}"  # Google OAuth access tokens
-    r"|\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{22,}"  # GitHub tokens
-    r"|\bxox[abposr]-[A-Za-z0-9\-]{10,}"  # Slack tokens
-    r"|\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe keys
-    r"|\bhf_[A-Za-z0-9]{30,}"  # Hugging Face tokens
+    # `\b` so "risk-assessment-service-prod" is not a key
+    r"(?P<anthropic>\bsk-ant-[A-Za-z0-9_\-]{16,})"
+    r"|(?P<langfuse>\bsk-lf-[A-Za-z0-9_\-]{16,})"
+    r"|(?P<openai>\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,})"
+    # AWS access key ids, with the 40-character secret key when it follows (a "key id:secret" pair)
+    r"|(?P<aws_access_key>\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"
+    r"(?:[\s:=,;|/\"']{1,4}[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=]))?)"
+    # an AWS secret key under its label (aws_secret_access_key=..., "SecretAccessKey": "..."): the label stays
+    r"|(?P<aws_secret_key>(?P<aws_label>(?i:(?:aws_?)?secret_?access_?key|aws_?secret_?key)[\"']?\s*[:=]\s*[\"']?)"
+    r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=]))"
+    r"|(?P<google_api_key>AIza[0-9A-Za-z_\-]{35})"
+    r"|(?P<google_oauth_token>\bya29\.[0-9A-Za-z_\-]{20,})"
+    r"|(?P<github_token>\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{22,})"
+    r"|(?P<slack_token>\bxox[abposr]-[A-Za-z0-9\-]{10,})"
+    r"|(?P<stripe_key>\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,})"
+    r"|(?P<huggingface_token>\bhf_[A-Za-z0-9]{30,})"
     # authorization header values; the credential must hold a digit, "=" or "." so prose ("basic research") is kept
-    r"|\b(?:[Bb]earer|BEARER)\s+(?=[A-Za-z_~+/\-]*[0-9=.])[A-Za-z0-9._~+/=\-]{8,}"
-    r"|\b(?:[Bb]asic|BASIC)\s+(?=[A-Za-z+/]*[0-9=])[A-Za-z0-9+/]{8,}={0,2}"
-    r"|\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"  # JWTs
+    r"|(?P<bearer>\b(?:[Bb]earer|BEARER)\s+(?=[A-Za-z_~+/\-]*[0-9=.])[A-Za-z0-9._~+/=\-]{8,})"
+    r"|(?P<basic_auth>\b(?:[Bb]asic|BASIC)\s+(?=[A-Za-z+/]*[0-9=])[A-Za-z0-9+/]{8,}={0,2})"
+    r"|(?P<jwt>\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})"
     # PEM private keys: the key material up to the END line (or the end of a cut value), not just BEGIN
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?-----END [A-Z ]*PRIVATE KEY-----|.*)"
+    r"|(?P<private_key>-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?-----END [A-Z ]*PRIVATE KEY-----|.*))"
 )
+
+#: A value replaced because its key names a credential (`http.request.header.authorization`, `*.api_key`).
+SECRET_ATTRIBUTE = "secret_attribute"
+#: Every kind a redaction is counted as.
+KINDS = (*(name for name in _SECRET_VALUE.groupindex if name != "aws_label"), SECRET_ATTRIBUTE)
+
+_tally: dict[str, int] = {}
+
+
+def take_redactions() -> dict[str, int]:
+    """Redactions counted in this process since the last call (kind -> values), by `redact_values`
+    calls given no mapping of their own."""
+    global _tally
+    taken, _tally = _tally, {}
+    return taken
+
 
 _cache: dict[str, int] = {}
 _CACHE_LIMIT = 20_000
@@ -140,17 +181,30 @@ def classify_key(key: str) -> int:
     return verdict
 
 
-def redact_text(text: str) -> str:
-    return _SECRET_VALUE.sub(REDACTED, text)
+def redact_text(text: str, counts: dict[str, int] | None = None) -> str:
+    """`text` with every secret-looking substring replaced; each counted by kind in `counts`."""
+
+    def replace(match: re.Match[str]) -> str:
+        kind = match.lastgroup or "secret"
+        if counts is not None:
+            counts[kind] = counts.get(kind, 0) + 1
+        if kind == "aws_secret_key":
+            return match.group("aws_label") + REDACTED
+        return REDACTED
+
+    return _SECRET_VALUE.sub(replace, text)
 
 
-def _redact_nested(value: Any) -> Any:
+def _redact_nested(value: Any, counts: dict[str, int]) -> Any:
     if isinstance(value, str):
-        return value if value in _clean or not _suspicious(value) else redact_text(value)
+        if value is REDACTED:  # replaced unread by `attributes.to_dict` (a secret-named key in a map)
+            counts[SECRET_ATTRIBUTE] = counts.get(SECRET_ATTRIBUTE, 0) + 1
+            return value
+        return value if value in _clean or not _suspicious(value) else redact_text(value, counts)
     if isinstance(value, list):
-        return [_redact_nested(item) for item in value]
+        return [_redact_nested(item, counts) for item in value]
     if isinstance(value, dict):
-        return {key: _redact_nested(item) for key, item in value.items()}
+        return {key: _redact_nested(item, counts) for key, item in value.items()}
     return value
 
 
@@ -166,6 +220,14 @@ _MARKERS = (
     "ACCA",
     "AIza",
     "ya29.",
+    # AWS secret key labels (the pattern ignores case; these are the spellings in use)
+    "ecret_access",
+    "ECRET_ACCESS",
+    "ecretAccess",
+    "ecretaccess",
+    "ecret_key",
+    "ECRET_KEY",
+    "ecretKey",
     "ghp_",
     "gho_",
     "ghu_",
@@ -184,36 +246,45 @@ _MARKERS = (
 
 
 # Values repeat across spans (models, providers, endpoints, team names): those already seen to hold no
-# marker are skipped by one set lookup. Bounded, so hostile value churn only costs the scan.
+# marker are skipped by one set lookup. Bounded in entries and in characters per value, so hostile value
+# churn (or a 60 MB value) only costs the scan.
 _clean: set[str] = set()
 _CLEAN_LIMIT = 100_000
+_CLEAN_MAX_CHARS = 1024
 
 
 def _suspicious(text: str) -> bool:
     for marker in _MARKERS:
         if marker in text:
             return True
-    if len(_clean) >= _CLEAN_LIMIT:
-        _clean.clear()
-    _clean.add(text)
+    if len(text) <= _CLEAN_MAX_CHARS:  # a long value is scanned every time rather than kept alive here
+        if len(_clean) >= _CLEAN_LIMIT:
+            _clean.clear()
+        _clean.add(text)
     return False
 
 
-def redact_values(attrs: dict[str, Any]) -> int:
+def redact_values(attrs: dict[str, Any], counts: dict[str, int] | None = None) -> int:
     """Replace secret-looking substrings in `attrs` (in place). Returns how many values changed.
 
+    Every redaction is counted by kind in `counts` (else in this process's tally, see
+    `take_redactions`), values `attributes.to_dict` already replaced for their key included.
     Numbers cannot hold a credential. A text value is checked for the patterns' literal markers (once
     per distinct value); only a value that has one pays for the regex.
     """
+    tally = _tally if counts is None else counts
     changed = 0
     for key, value in attrs.items():
         kind = type(value)
         if kind is str:
+            if value is REDACTED:  # replaced unread by `attributes.to_dict`: its key names a credential
+                tally[SECRET_ATTRIBUTE] = tally.get(SECRET_ATTRIBUTE, 0) + 1
+                continue
             if value in _clean or not _suspicious(value):
                 continue
-            clean: Any = redact_text(value)
+            clean: Any = redact_text(value, tally)
         elif kind is list or kind is dict:
-            clean = _redact_nested(value)
+            clean = _redact_nested(value, tally)
         else:
             continue
         if clean != value:
