@@ -15,7 +15,17 @@ from .attribution import Attributor, ResourceOwner
 from .dedup import Link, mark_nested_duplicates, model_signature
 from .model import UNATTRIBUTED, Call
 from .pricing import PriceBook
-from .semconv import TYPED_KEYS, InvalidSpanError, emitter_for_scope, extract, redact_values, to_dict
+from .semconv import (
+    MAX_ATTRIBUTES,
+    MAX_KEY_CHARS,
+    TYPED_KEYS,
+    InvalidSpanError,
+    emitter_for_scope,
+    extract,
+    redact_values,
+    to_dict,
+    to_dict_counted,
+)
 from .semconv.outcomes import OutcomeReader
 from .semconv.policy import take_redactions
 from .store.wire import SEPARATOR, encode_line, encode_map, tsv_line
@@ -23,6 +33,25 @@ from .store.wire import SEPARATOR, encode_line, encode_map, tsv_line
 __all__ = ["Pipeline", "ProcessedExport"]
 
 _MAX_MESSAGES = 5
+_MAX_REASON_CHARS = 300  # per message in partial_success: a span's own text (a 60 MB number) is cut
+
+
+def _span_name(span: Any, resource_index: int, span_index: int) -> str:
+    """How partial_success names a span: its id in hex (cut, for a hostile one), else its position."""
+    span_id = span.span_id
+    if not span_id:
+        return f"span resource {resource_index} span {span_index}"
+    return f"span {span_id.hex()}" if len(span_id) <= 16 else f"span {span_id[:16].hex()}..."
+
+
+def _resource_problem(attrs: dict[str, Any]) -> str:
+    """Why a resource's spans cannot be stored ("" if they can): its attributes travel on every row."""
+    if len(attrs) > MAX_ATTRIBUTES:
+        return f"its resource has {len(attrs)} attributes (at most {MAX_ATTRIBUTES} are read)"
+    longest = max(map(len, attrs), default=0)
+    if longest > MAX_KEY_CHARS:
+        return f"its resource has an attribute key of {longest} characters (at most {MAX_KEY_CHARS})"
+    return ""
 
 
 @dataclass
@@ -45,13 +74,16 @@ class ProcessedExport:
     outcomes: bytes = b""  # TSV lines, `store.wire.OUTCOME_COLUMNS` order
     outcome_rows: int = 0
     accepted: int = 0
-    unrecognized_outcomes: int = 0  # outcome signals naming no known result (or on a span with no trace)
+    # outcome signals naming no known result (or on a span with no trace, or at a time outside 2000-2199)
+    unrecognized_outcomes: int = 0
 
     redactions: dict[tuple[str, str], int] = field(default_factory=dict)  # (service.name, kind) -> values redacted
 
     def reject(self, where: str, reason: str) -> None:
         self.rejected += 1
         if len(self.messages) < _MAX_MESSAGES:
+            if len(reason) > _MAX_REASON_CHARS:
+                reason = reason[:_MAX_REASON_CHARS] + "..."
             self.messages.append(f"{where}: {reason}")
 
     @property
@@ -81,6 +113,13 @@ class Pipeline:
         take_redactions()  # counted elsewhere in this process: not this export's
         for resource_index, resource_spans in enumerate(request.resource_spans):
             resource_attrs = to_dict(resource_spans.resource.attributes)
+            problem = _resource_problem(resource_attrs)
+            if problem:
+                for scope_spans in resource_spans.scope_spans:
+                    for span_index, span in enumerate(scope_spans.spans):
+                        result.spans += 1
+                        result.reject(_span_name(span, resource_index, span_index), problem)
+                continue
             redact_values(resource_attrs)
             resource = self.attributor.resource(resource_attrs)
             resource_map = encode_map(resource_attrs)
@@ -89,14 +128,13 @@ class Pipeline:
                 emitter = emitter_for_scope(scope.name, scope.version)
                 for span_index, span in enumerate(scope_spans.spans):
                     result.spans += 1
-                    attrs = to_dict(span.attributes)
+                    attrs, repeated = to_dict_counted(span.attributes)
                     if wants_outcomes(span, attrs):
                         self._read_outcomes(span, attrs, resource, result, outcome_lines)
                     try:
-                        call = extract(span, attrs, emitter, now_ns)
+                        call = extract(span, attrs, emitter, now_ns, repeated)
                     except InvalidSpanError as exc:
-                        where = span.span_id.hex() or f"resource {resource_index} span {span_index}"
-                        result.reject(f"span {where}", str(exc))
+                        result.reject(_span_name(span, resource_index, span_index), str(exc))
                         continue
                     if call is None:
                         continue
@@ -215,7 +253,8 @@ class Pipeline:
             result.unrecognized_outcomes += len(found)  # an outcome belongs to a trace: nothing to join it to
             return
         owner = self.attributor.attribute(attrs, resource)
-        trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
+        trace_id = span.trace_id.hex()
+        span_id = span.span_id.hex() if len(span.span_id) == 8 else ""  # an id of any other size is garbage
         for timestamp_ns, outcome, source, name, label, score, response_id in found:
             seconds, fraction = divmod(timestamp_ns, 1_000_000_000)
             result.accepted += outcome == "accepted"
@@ -232,7 +271,7 @@ class Pipeline:
                         owner.agent,
                         outcome,
                         source,
-                        name,
+                        name[:256],
                         label[:256],
                         score[:64],
                         response_id[:256],

@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import OtelCostError, PayloadTooLargeError
+from ..errors import DecodeError, OtelCostError, PayloadTooLargeError
 from ..pipeline import ProcessedExport
 from .auth import BearerTokens
 from .codec import JSON, decompress, encode_response, encode_status, media_type
@@ -34,11 +34,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLargeError(f"request body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # a truncated body: broken input, not a server error
+        raise DecodeError(f"the client disconnected after {size} bytes of the body") from None
     return b"".join(chunks)
 
 

@@ -19,7 +19,7 @@ from ..errors import (
     UnsupportedMediaTypeError,
 )
 
-__all__ = ["Refusal", "refusal_for"]
+__all__ = ["MAX_MESSAGE_CHARS", "Refusal", "refusal_for"]
 
 
 class Refusal(NamedTuple):
@@ -44,7 +44,26 @@ class Refusal(NamedTuple):
         return str(max(1, math.ceil(self.retry_after_seconds)))
 
 
+#: A refusal's message travels in grpc-message and in trailers (8 KiB by default on most clients) and in
+#: HTTP bodies: it is cut to this many characters, and made valid UTF-8, whatever the error put in it.
+MAX_MESSAGE_CHARS = 1024
+
+
+def _bounded(message: str) -> str:
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + "..."
+    if not message.isascii():
+        message = message.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate becomes "?"
+    return message
+
+
 def refusal_for(error: BaseException) -> Refusal:
+    refusal = _refusal_for(error)
+    message = _bounded(refusal.message)
+    return refusal if message is refusal.message else refusal._replace(message=message)
+
+
+def _refusal_for(error: BaseException) -> Refusal:
     if isinstance(error, DecodeError):
         return Refusal(grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT, 400, error.message, None, "decode")
     if isinstance(error, PayloadTooLargeError):

@@ -6,13 +6,13 @@ Python string) and secret-named attributes are replaced unread; see `policy`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 from typing import Any
 
 from .policy import CONTENT, KEEP, REDACTED, classify_key
 from .policy import _cache as _verdicts
 
-__all__ = ["AttrValue", "any_value", "to_dict"]
+__all__ = ["AttrValue", "any_value", "to_dict", "to_dict_counted"]
 
 AttrValue = str | bool | int | float | bytes | list[Any] | dict[str, Any] | None
 
@@ -42,11 +42,18 @@ def any_value(value: Any, depth: int = 0) -> AttrValue:
     return out
 
 
-def to_dict(key_values: Iterable[Any]) -> dict[str, AttrValue]:
+def to_dict(key_values: Collection[Any]) -> dict[str, AttrValue]:
     """`KeyValue` list to dict. Content keys are dropped, secret keys redacted; a repeated key keeps
-    its last value. The hot path: one dict lookup per key beyond reading the value."""
+    its last value."""
+    return to_dict_counted(key_values)[0]
+
+
+def to_dict_counted(key_values: Collection[Any]) -> tuple[dict[str, AttrValue], int]:
+    """`to_dict`, and how many KeyValues repeated a kept key (OTLP forbids it; 0 for every SDK).
+    The hot path: one dict lookup per key beyond reading the value."""
     out: dict[str, AttrValue] = {}
     known = _verdicts.get
+    dropped = 0
     for kv in key_values:
         key = kv.key
         verdict = known(key)
@@ -55,6 +62,8 @@ def to_dict(key_values: Iterable[Any]) -> dict[str, AttrValue]:
         if verdict:
             if verdict != CONTENT:
                 out[key] = REDACTED
+            else:
+                dropped += 1
             continue
         value = kv.value
         which = value.WhichOneof("value")
@@ -67,4 +76,6 @@ def to_dict(key_values: Iterable[Any]) -> dict[str, AttrValue]:
             ]
         elif which is not None:
             out[key] = any_value(value)
-    return out
+        else:
+            dropped += 1  # a KeyValue without a value is left out
+    return out, len(key_values) - dropped - len(out)

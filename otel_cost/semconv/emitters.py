@@ -34,12 +34,17 @@ class Emitter(NamedTuple):
     anthropic_cache: str  # INCLUSIVE, EXCLUSIVE or UNKNOWN (decided per span from the data)
 
 
+_DIGITS = frozenset("0123456789")
+
+
 def _version_tuple(version: str) -> tuple[int, ...] | None:
+    """The leading numbers of a version string. ASCII digits only: `str.isdigit` also accepts "²",
+    which `int` refuses; a piece is cut at 9 digits, so a hostile version string stays cheap."""
     parts: list[int] = []
-    for piece in version.lstrip("v").split("."):
+    for piece in version.lstrip("v").split(".", 8):
         digits = ""
-        for char in piece:
-            if not char.isdigit():
+        for char in piece[:9]:
+            if char not in _DIGITS:
                 break
             digits += char
         if not digits:
@@ -72,6 +77,6 @@ def emitter_for_scope(name: str, version: str) -> Emitter:
     if emitter is None:
         label = f"{name}@{version}" if version else name
         emitter = Emitter(name, version, label[:200], _anthropic_cache_convention(name, version))
-        if len(_cache) < 10_000:
+        if len(_cache) < 10_000 and len(name) + len(version) <= 512:  # bounded: hostile scopes stay cheap
             _cache[key] = emitter
     return emitter

@@ -6,7 +6,10 @@ Normalization rules (DESIGN "Principles" 1-2):
 - cache reads and writes are split out of the input count unless the emitter (or the data) says the
   input count already excludes them; never negative, never doubled; conflicts are flagged;
 - reasoning is a subset of output unless the data says otherwise (reasoning > output, flagged);
-- only inference operations are billable; agent/workflow/tool spans with usage are kept non-billable.
+- only inference operations are billable; agent/workflow/tool spans with usage are kept non-billable;
+- a key the normalizer reads that is repeated with different values (OTLP forbids repeats; the last
+  one is read) is flagged `repeated_attribute_conflict`; a span with more than `MAX_ATTRIBUTES` kept
+  attributes, or a key longer than `MAX_KEY_CHARS`, is refused.
 
 Bad values are not guessed at: `InvalidSpanError` carries a message for the export's partial_success.
 """
@@ -28,10 +31,15 @@ from .keys import (
 )
 from .policy import redact_values
 
-__all__ = ["MAX_TOKENS", "InvalidSpanError", "extract"]
+__all__ = ["MAX_ATTRIBUTES", "MAX_KEY_CHARS", "MAX_NS", "MAX_TOKENS", "MIN_NS", "InvalidSpanError", "extract"]
 
 #: Per token class per call. Larger counts are garbage, not spend (the largest context windows are ~10M).
 MAX_TOKENS = 1_000_000_000
+#: Kept (non-content) attributes per span or resource. SDKs keep 128 by default; more is garbage or an
+#: attack on the stores and caches that hold attribute maps.
+MAX_ATTRIBUTES = 1024
+#: Characters per attribute key (semantic convention names are a few dozen).
+MAX_KEY_CHARS = 256
 
 _ALL_KEYS = frozenset(INDEX)
 _USAGE_FIELDS = (
@@ -45,8 +53,9 @@ _USAGE_FIELDS = (
     "input_audio",
     "output_audio",
 )
-_MIN_NS = 946_684_800_000_000_000  # 2000-01-01
-_MAX_NS = 7_258_118_400_000_000_000  # 2200-01-01
+#: Timestamps outside [MIN_NS, MAX_NS) (2000-01-01 to 2200-01-01) are garbage, and no store column takes them.
+MIN_NS = 946_684_800_000_000_000
+MAX_NS = 7_258_118_400_000_000_000
 _STATUS_ERROR = 2
 _MAX_TEXT = 200
 
@@ -87,15 +96,17 @@ def _text(value: AttrValue) -> str:
 
 
 # Spans from one emitter share their attribute names, so where each field comes from is worked out once
-# per distinct key set ("shape") and reused; the bound keeps hostile key churn cheap.
-_plans: dict[tuple[str, ...], dict[str, str] | None] = {}
-_usage_plans: dict[int, tuple[tuple[str, str], ...]] = {}
+# per distinct key set ("shape") and reused; the bounds keep hostile key churn (and huge shapes) cheap.
+Plan = tuple[dict[str, str], tuple[tuple[str, str], ...]]
+_plans: dict[tuple[str, ...], Plan | None] = {}
 _PLAN_LIMIT = 10_000
+_PLAN_MAX_KEYS = 256  # a larger shape is planned every time, not kept
+_PLAN_MAX_CHARS = 16_384
 
 
-def _plan(attrs: dict[str, AttrValue]) -> dict[str, str] | None:
-    """field -> the attribute key to read it from (the best-ranked variant present); None: not GenAI.
-    A plan with usage holds "usage" -> "" and its (field, key) pairs in `_usage_plans[id(plan)]`."""
+def _plan(attrs: dict[str, AttrValue]) -> Plan | None:
+    """(field -> the attribute key to read it from, the best-ranked variant present; the usage fields'
+    (field, key) pairs), or None for a span that is not GenAI. InvalidSpanError for a key too long."""
     shape = tuple(attrs)
     if shape in _plans:
         return _plans[shape]
@@ -105,25 +116,46 @@ def _plan(attrs: dict[str, AttrValue]) -> dict[str, str] | None:
         previous = found.get(field)
         if previous is None or rank < previous[0]:
             found[field] = (rank, key)
-    plan = {field: key for field, (_, key) in found.items()} or None
+    sources = {field: key for field, (_, key) in found.items()}
+    if sources:
+        longest = max(map(len, shape))
+        if longest > MAX_KEY_CHARS:
+            raise InvalidSpanError(f"has an attribute key of {longest} characters (at most {MAX_KEY_CHARS})")
+    plan = (sources, tuple((field, sources[field]) for field in _USAGE_FIELDS if field in sources)) if sources else None
+    if len(shape) > _PLAN_MAX_KEYS or sum(map(len, shape)) > _PLAN_MAX_CHARS:
+        return plan
     if len(_plans) >= _PLAN_LIMIT:
         _plans.clear()
-        _usage_plans.clear()
-    if plan is not None:
-        usage = tuple((field, plan[field]) for field in _USAGE_FIELDS if field in plan)
-        if usage:
-            plan["usage"] = ""  # marks "has usage" so the hot path need not look for it
-            _usage_plans[id(plan)] = usage
     _plans[shape] = plan
     return plan
 
 
-def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: int) -> Call | None:
+def _repeated_conflict(key_values: Any, read: set[str]) -> bool:
+    """Whether a key in `read` appears twice in the span's KeyValue list with different values."""
+    first: dict[str, Any] = {}
+    for kv in key_values:
+        key = kv.key
+        if key in read:
+            seen = first.get(key)
+            if seen is None:
+                first[key] = kv.value
+            elif seen != kv.value:
+                return True
+    return False
+
+
+def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: int, repeated: int = 0) -> Call | None:
     """Normalize one span. `attrs` is the span's attribute dict (content already dropped); for a GenAI
-    span its secret-looking values are redacted in place before anything is read from it."""
-    plan = _plan(attrs)
-    if plan is None:
+    span its secret-looking values are redacted in place before anything is read from it. `repeated`:
+    how many of the span's KeyValues repeated a key (`to_dict_counted`), 0 for every SDK's spans."""
+    if len(attrs) > MAX_ATTRIBUTES:
+        if attrs.keys() & _ALL_KEYS:
+            raise InvalidSpanError(f"has {len(attrs)} attributes (at most {MAX_ATTRIBUTES} are read)")
         return None
+    planned = _plan(attrs)
+    if planned is None:
+        return None
+    plan, usage = planned
     redact_values(attrs)
     source = plan.get
 
@@ -131,7 +163,7 @@ def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: in
     request_model = _text(attrs[key]) if key else ""
     key = source("response_model")
     response_model = _text(attrs[key]) if key else ""
-    has_usage = "usage" in plan
+    has_usage = bool(usage)
 
     operation = ""
     key = source("operation")
@@ -166,11 +198,11 @@ def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: in
     if not end_ns:
         end_ns = now_ns
         flags.append("timestamp_missing")
-    elif not _MIN_NS <= end_ns < _MAX_NS:
+    elif not MIN_NS <= end_ns < MAX_NS:
         raise InvalidSpanError(f"end time {end_ns} ns is outside 2000-2199")
     # Prices are looked up at the start: a missing, late or pre-2000 (garbage) start must not price a call
     # at the catalog's earliest price, so the end stands in for it.
-    if not _MIN_NS <= start_ns <= end_ns:
+    if not MIN_NS <= start_ns <= end_ns:
         start_ns = end_ns
     call.timestamp_ns = end_ns
     call.start_ns = start_ns
@@ -194,8 +226,12 @@ def extract(span: Any, attrs: dict[str, AttrValue], emitter: Emitter, now_ns: in
         call.status = "error"
         call.error_type = _text(attrs[key])
 
+    # The attribute dict holds a repeated key's last value: a key read here that was sent twice with two
+    # values is contradictory data, flagged.
+    if repeated and _repeated_conflict(span.attributes, set(plan.values())):
+        flags.append("repeated_attribute_conflict")
     if has_usage:
-        _normalize_usage(call, plan, attrs, emitter, flags)
+        _normalize_usage(call, usage, attrs, emitter, flags)
     elif call.billable and call.status == "ok":
         flags.append("usage_missing")
 
@@ -250,12 +286,12 @@ def _anthropic_like(call: Call) -> bool:
 
 def _normalize_usage(
     call: Call,
-    plan: dict[str, str],
+    usage: tuple[tuple[str, str], ...],
     attrs: dict[str, AttrValue],
     emitter: Emitter,
     flags: list[str],
 ) -> None:
-    counts = {field: _count(attrs[key], key) for field, key in _usage_plans[id(plan)]}
+    counts = {field: _count(attrs[key], key) for field, key in usage}
     call.usage_reported = True
 
     output_raw = counts.get("output", 0)

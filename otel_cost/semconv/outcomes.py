@@ -5,7 +5,8 @@ Two ways in, on any span of a trace (a model call or not):
   maps to accepted or rejected through the configured values; an event with only a score counts when
   `outcomes.accept_score_at` is set;
 - the outcome attribute (`outcomes.attribute`, default `otel_cost.outcome`) with a configured value.
-Anything else is counted as unrecognized, never guessed.
+Anything else is counted as unrecognized, never guessed; so is an outcome whose time (the event's, else
+the span's end) is missing or outside 2000-2199: the store has nowhere to put it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..config import OutcomesConfig
+from .extract import MAX_NS, MIN_NS
 
 __all__ = ["EVALUATION_EVENT", "Outcome", "OutcomeReader"]
 
@@ -57,7 +59,7 @@ class OutcomeReader:
         if self.attribute in attrs:
             label = _text(attrs[self.attribute])
             verdict = self._verdicts.get(label.strip().lower())
-            if verdict is None:
+            if verdict is None or not MIN_NS <= end_ns < MAX_NS:
                 unrecognized += 1
             else:
                 found.append((end_ns, verdict, "attribute", self.attribute, label, "", ""))
@@ -76,9 +78,10 @@ class OutcomeReader:
                     verdict = "accepted" if Decimal(score) >= self._threshold else "rejected"
                 except InvalidOperation:
                     verdict = None
-            if verdict is None:
+            at = event.time_unix_nano or end_ns
+            if verdict is None or not MIN_NS <= at < MAX_NS:
                 unrecognized += 1
                 continue
             response_id = _text(event_attrs.get(_RESPONSE_ID)) or _text(attrs.get(_RESPONSE_ID))
-            found.append((event.time_unix_nano or end_ns, verdict, "event", name, label, score, response_id))
+            found.append((at, verdict, "event", name, label, score, response_id))
         return found, unrecognized

@@ -162,6 +162,7 @@ def take_redactions() -> dict[str, int]:
 
 _cache: dict[str, int] = {}
 _CACHE_LIMIT = 20_000
+_CACHE_MAX_CHARS = 256
 
 
 def classify_key(key: str) -> int:
@@ -175,8 +176,9 @@ def classify_key(key: str) -> int:
         verdict = SECRET
     else:
         verdict = KEEP
-    # Keys repeat across spans; the bound keeps hostile key churn from growing memory.
-    if len(_cache) < _CACHE_LIMIT:
+    # Keys repeat across spans; the bounds (entries, and characters per key) keep hostile key churn from
+    # growing memory.
+    if len(_cache) < _CACHE_LIMIT and len(key) <= _CACHE_MAX_CHARS:
         _cache[key] = verdict
     return verdict
 
