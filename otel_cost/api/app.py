@@ -2,11 +2,23 @@
 OpenAPI.
 
 Every error has one JSON shape: `{"error": {"status": 400, "code": "bad_request", "message": "..."}}`.
+
+Two scopes (see SECURITY.md):
+
+- reads (`POST /v1/sql`, `GET /v1/caps`, `GET /v1/alerts`) take an `api.read_tokens` or an
+  `api.admin_tokens` token; they are open only while neither list has a token;
+- admin runs (`POST /v1/reprice`, `POST /v1/reattribute`) take an `api.admin_tokens` token (a read token
+  is refused with 403). While `api.admin_tokens` is empty they answer loopback clients only (403 for any
+  other address), and those must still show a read token when `api.read_tokens` has one: configuring a
+  token never leaves an endpoint open.
+
+`/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open (no spend, no rows, no tokens in them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -34,13 +46,14 @@ from .alerts import alerts_endpoint
 from .caps import caps_endpoint
 from .openapi import OPENAPI
 
-__all__ = ["api_app", "error_response"]
+__all__ = ["api_app", "error_response", "is_loopback"]
 
 logger = logging.getLogger(__name__)
 
 _CODES = {
     400: "bad_request",
     401: "unauthenticated",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
@@ -63,6 +76,18 @@ class _Run(Protocol):
 _Runner = Callable[[Callable[[int, int], None] | None], _Run]
 
 
+def is_loopback(request: Request) -> bool:
+    """Whether the request's peer is this machine (127.0.0.0/8, ::1, or IPv4-mapped loopback)."""
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse(
         {"error": {"status": status, "code": _CODES.get(status, "error"), "message": message}},
@@ -81,16 +106,36 @@ def api_app(
     clock: Callable[[], datetime] | None = None,
 ) -> Starlette:
     """The API app. `config` (the server's own) enables `POST /v1/reprice` and `POST /v1/reattribute`:
-    they price with the server's price overrides and attribute with its attribution rules, and are
-    guarded by `api.admin_tokens` (by `api.read_tokens` when no admin token is set, so a server that
-    guards its reads never leaves writes open)."""
+    they price with the server's price overrides and attribute with its attribution rules. Its
+    `api.admin_tokens` guard them, and are accepted on the reads too (see the module docstring)."""
+    admin_tokens = BearerTokens(config.api.admin_tokens if config is not None else [])
+    readers = read_tokens + admin_tokens  # an admin token reads too
 
     def authorize(request: Request) -> None:
-        read_tokens.check(request.headers.get("authorization"))
+        readers.check(request.headers.get("authorization"))
 
-    admin_tokens = read_tokens
-    if config is not None and config.api.admin_tokens:
-        admin_tokens = BearerTokens(config.api.admin_tokens)
+    def authorize_admin(request: Request, path: str) -> Response | None:
+        """None when the request may run `path`, else the 401/403 answer."""
+        authorization = request.headers.get("authorization")
+        if admin_tokens.enabled:
+            try:
+                admin_tokens.check(authorization)
+            except UnauthenticatedError as exc:
+                if read_tokens.accepts(authorization):
+                    return error_response(403, f"{path} needs an api.admin_tokens token; this one may only read")
+                return error_response(401, exc.message)
+            return None
+        if not is_loopback(request):
+            return error_response(
+                403,
+                f"{path} answers only loopback clients while api.admin_tokens is empty; "
+                "set api.admin_tokens to run it from another host",
+            )
+        try:
+            read_tokens.check(authorization)
+        except UnauthenticatedError as exc:
+            return error_response(401, exc.message)
+        return None
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -137,9 +182,9 @@ def api_app(
         query = document["query"]
         try:
             if fmt == "csv":
-                text = await asyncio.to_thread(store.query_text, query, "CSVWithNames")
+                text = await asyncio.to_thread(store.user_query_text, query, "CSVWithNames")
                 return Response(text, media_type="text/csv; charset=utf-8")
-            result = await asyncio.to_thread(store.query, query)
+            result = await asyncio.to_thread(store.user_query, query)
         except QueryError as exc:
             return error_response(400, exc.message)
         except OtelCostError as exc:
@@ -158,10 +203,9 @@ def api_app(
         """A re-pricing or re-attribution run (`what` names it in messages, `needs` what of the server's
         config it uses) over the body's range: `start(since, until, dry_run)` gives the run to call.
         Streams NDJSON progress when asked."""
-        try:
-            admin_tokens.check(request.headers.get("authorization"))
-        except UnauthenticatedError as exc:
-            return error_response(401, exc.message)
+        refused = authorize_admin(request, request.url.path)
+        if refused is not None:
+            return refused
         if config is None:
             return error_response(503, f"{what} is not available: this API was started without {needs}")
         document = await read_json(request)
@@ -231,8 +275,8 @@ def api_app(
             Route("/v1/sql", sql, methods=["POST"]),
             Route("/v1/reprice", reprice_endpoint, methods=["POST"]),
             Route("/v1/reattribute", reattribute_endpoint, methods=["POST"]),
-            Route("/v1/caps", caps_endpoint(caps or CapState(30), read_tokens)),
-            Route("/v1/alerts", alerts_endpoint(store, read_tokens, clock)),
+            Route("/v1/caps", caps_endpoint(caps or CapState(30), readers)),
+            Route("/v1/alerts", alerts_endpoint(store, readers, clock)),
         ],
         exception_handlers={HTTPException: http_error},
     )
@@ -307,6 +351,10 @@ REPRICE_OPENAPI: dict[str, Any] = {
             "400": {"description": "invalid dates", "content": {"application/json": {"schema": _ERROR_REF}}},
             "401": {
                 "description": "missing or wrong admin token",
+                "content": {"application/json": {"schema": _ERROR_REF}},
+            },
+            "403": {
+                "description": "a read token, or (with no api.admin_tokens) a client that is not on loopback",
                 "content": {"application/json": {"schema": _ERROR_REF}},
             },
             "409": {"description": "a run is in progress", "content": {"application/json": {"schema": _ERROR_REF}}},

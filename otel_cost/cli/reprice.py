@@ -14,11 +14,12 @@ from typing import Any, TypeVar
 
 import click
 
-from ..config import Config, load_config, parse_endpoint
+from ..config import Config, load_config
 from ..errors import OtelCostError, QueryError, StoreError
 from ..pricing import PriceBook
 from ..reprice import CHUNK_ROWS, RepriceResult, parse_when, reprice, units_text
 from ..store import open_store, parse_store_url
+from . import remote
 from .options import friendly_errors
 from .remote import api_error_message
 
@@ -107,7 +108,10 @@ def run_options(verb: str, book: str) -> Callable[[F], F]:
                 help="The store to open when no server answers (default chdb:./otel-cost-data).",
             ),
             click.option(
-                "--token", envvar="OTEL_COST_API_TOKEN", help="Bearer token for the API (an api.admin_tokens entry)."
+                "--token",
+                envvar="OTEL_COST_API_TOKEN",
+                help="Bearer token for the API (an api.admin_tokens entry; with none configured, the server runs "
+                "this for loopback clients only). For an https API with a private CA, set OTEL_COST_API_CA_FILE.",
             ),
             click.option(
                 "--config",
@@ -178,8 +182,7 @@ def reprice_command(
 
 def api_url_for(config: Config) -> str:
     """The API of the server `config` describes, as reached from this machine."""
-    host, port = parse_endpoint(config.api.endpoint)
-    return f"http://{'localhost' if host in ('0.0.0.0', '::', '') else host}:{port}"
+    return remote.api_url_for(config)
 
 
 def store_url_for(config: Config) -> str:
@@ -214,7 +217,7 @@ def run_via_api(
         f"{api_url.rstrip('/')}{path}", data=json.dumps(body).encode(), headers=headers, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=_API_TIMEOUT_SECONDS) as response:
+        with remote.open_api(request, _API_TIMEOUT_SECONDS) as response:
             # NDJSON: progress lines while the server reads, then the result (or the error).
             for line in response:
                 if not line.strip():

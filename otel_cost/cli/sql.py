@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 import click
 
-from ..config import load_config, parse_endpoint
+from ..config import load_config
 from ..errors import QueryError, StoreError
 from ..store import QueryResult, Store, open_store, parse_store_url
 from .options import format_option, friendly_errors
-from .remote import api_error_message
+from .remote import api_error_message, api_url_for, open_api
 
 __all__ = ["QuerySource", "query_options", "render", "run_query", "sql"]
 
@@ -38,7 +38,8 @@ def query_options(func: F) -> F:
     func = click.option(
         "--token",
         envvar="OTEL_COST_API_TOKEN",
-        help="Bearer token for the API, if it requires one.",
+        help="Bearer token for the API (an api.read_tokens or api.admin_tokens entry), if it requires one. "
+        "For an https API with a private CA, set OTEL_COST_API_CA_FILE to its PEM file.",
     )(func)
     func = click.option(
         "--store",
@@ -73,7 +74,9 @@ def sql(
 
     While `otel-cost serve` runs it owns the embedded store, so the query goes through its API;
     otherwise the store is opened directly. Which one answered is said on stderr. Costs are exact
-    (USD, Decimal); writes and DDL are refused.
+    (USD, Decimal). One read statement (SELECT, WITH, SHOW, DESCRIBE, EXISTS, EXPLAIN) runs read-only,
+    bounded in time, memory and result size; writes, DDL, SET and SETTINGS, INTO OUTFILE and table
+    functions that read files, URLs or other servers are refused.
 
     \b
     Examples:
@@ -119,10 +122,7 @@ class QuerySource:
         config_path: Path | None = None,
     ) -> None:
         self.config = load_config(config_path, overrides={"store": {"url": store_url}} if store_url else None)
-        if api_url is None:
-            host, port = parse_endpoint(self.config.api.endpoint)
-            api_url = f"http://{'localhost' if host in ('0.0.0.0', '::', '') else host}:{port}"
-        self.api_url = api_url
+        self.api_url = api_url or api_url_for(self.config)
         self.token = token
         self.store: Store | None = None
         self.description = ""
@@ -148,7 +148,7 @@ class QuerySource:
 
     def query(self, sql: str) -> QueryResult:
         if self.store is not None:
-            return self.store.query(sql)
+            return self.store.user_query(sql)
         answer = _api_json(self.api_url, sql, self.token)
         if answer is None:
             raise StoreError(f"the server at {self.api_url} stopped answering")
@@ -157,7 +157,7 @@ class QuerySource:
 
     def query_csv(self, sql: str) -> str:
         if self.store is not None:
-            return self.store.query_text(sql, "CSVWithNames").decode()
+            return self.store.user_query_text(sql, "CSVWithNames").decode()
         answer = _via_api(self.api_url, sql, "csv", self.token)
         if answer is None:
             raise StoreError(f"the server at {self.api_url} stopped answering")
@@ -178,7 +178,7 @@ def _post_sql(api_url: str, query: str, fmt: str, token: str | None) -> bytes | 
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(f"{api_url.rstrip('/')}/v1/sql", data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
+        with open_api(request, 120) as response:
             payload: bytes = response.read()
             return payload
     except urllib.error.HTTPError as exc:

@@ -7,7 +7,10 @@ Signature (verifiable in any language):
     X-Otel-Cost-Version:   17                         (the document's version)
 
 A receiver recomputes the HMAC over the exact bytes it received, compares in constant time, and rejects
-timestamps more than five minutes away from its clock (replays).
+timestamps more than five minutes away from its clock (replays); in Python, `otel_cost.signing.
+WebhookVerifier` does that and also refuses a delivery replayed within those five minutes. Each attempt
+is signed when it is sent: a retry in a later second has a new signature, one in the same second the
+same (answer a `replayed` delivery as delivered, without acting on it again).
 
 Each target has its own thread and holds only the newest document: a slow or dead target retries with
 backoff (0.5 s doubling to 30 s) without delaying the others, and a newer version replaces one not yet

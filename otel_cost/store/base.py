@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from ..errors import QueryError
+from .readonly import check_statement, format_error
 from .schema import migrations
 from .sql import quote
 
-__all__ = ["INSERT_SETTINGS", "QueryResult", "Store"]
+__all__ = ["INSERT_SETTINGS", "QUERY_SETTINGS", "USER_QUERY_LIMITS", "QueryResult", "Store"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,27 @@ QUERY_SETTINGS = {
     "output_format_json_quote_decimals": 1,
     "output_format_json_quote_64bit_integers": 0,
     "max_execution_time": 60,
+}
+
+#: User queries (`Store.user_query`: `otel-cost sql`, `POST /v1/sql`, `otel-cost review`) run read-only
+#: under these limits too; a query over one is refused with the engine's message (e.g. "Limit for result
+#: exceeded, max rows: 1.00 million"). The server's own reads (enforcer, alerts, dedup preload,
+#: re-pricing) are not bound by them: they read what they must.
+USER_QUERY_LIMITS: dict[str, int | str] = {
+    "max_execution_time": 60,  # seconds
+    "max_memory_usage": 2 * 1024**3,  # bytes per query
+    "max_result_rows": 1_000_000,
+    "max_result_bytes": 256 * 1024**2,  # uncompressed, in the engine
+    "result_overflow_mode": "throw",  # an error, never a silently cut result
+}
+
+_LIMIT_HINTS = {
+    "TOO_MANY_ROWS_OR_BYTES": f"queries return at most {USER_QUERY_LIMITS['max_result_rows']:,} rows and "
+    f"{int(USER_QUERY_LIMITS['max_result_bytes']) // 1024**2} MiB: add a LIMIT, or aggregate",
+    "MEMORY_LIMIT_EXCEEDED": f"queries use at most {int(USER_QUERY_LIMITS['max_memory_usage']) // 1024**3} GiB "
+    "of memory: narrow the time range, or aggregate on fewer keys",
+    "TIMEOUT_EXCEEDED": f"queries run for at most {USER_QUERY_LIMITS['max_execution_time']} seconds: narrow the "
+    "time range, or read a rollup (spend_minute, spend_hour)",
 }
 
 
@@ -107,6 +130,37 @@ class Store(ABC):
             f"INSERT INTO {table} SETTINGS insert_deduplicate = 1, insert_deduplication_token = {quote(token)} "
             f"FORMAT JSONEachRow\n{data}"
         )
+
+    def user_query(self, sql: str) -> QueryResult:
+        """A query someone typed: one read statement, checked (`store.readonly`), run read-only under
+        USER_QUERY_LIMITS. Raises QueryError with the reason it was refused."""
+        return QueryResult.from_json_compact(self.user_query_text(sql, "JSONCompact"))
+
+    def user_query_text(self, sql: str, fmt: str) -> bytes:
+        """`user_query`, its output in a ClickHouse format (e.g. CSVWithNames)."""
+        try:
+            answer = self._user_query_text(f"SELECT formatQuery({quote(sql)})", "JSONCompact")
+        except QueryError as exc:
+            raise QueryError(format_error(exc.message)) from None
+        formatted = str(QueryResult.from_json_compact(answer).scalar() or "")
+        if self._table_functions is None:
+            names = self._user_query_text("SELECT name FROM system.table_functions", "JSONCompact")
+            self._table_functions = frozenset(row[0] for row in QueryResult.from_json_compact(names).rows)
+        check_statement(formatted, self._table_functions)
+        try:
+            return self._user_query_text(formatted, fmt)
+        except QueryError as exc:
+            hint = next((text for code, text in _LIMIT_HINTS.items() if code in exc.message), None)
+            if hint is None:
+                raise
+            raise QueryError(f"{exc.message} ({hint})") from None
+
+    _table_functions: frozenset[str] | None = None
+
+    def _user_query_text(self, sql: str, fmt: str) -> bytes:
+        """Run a user query read-only under USER_QUERY_LIMITS (stores that cannot apply the limits run
+        it as `query_text`)."""
+        return self.query_text(sql, fmt)
 
     def poll(self, sql: str, *, lane: str = "enforcer") -> QueryResult:
         """A read-only query for a background loop (`lane`: the enforcer's, or the alert detectors').

@@ -3,6 +3,8 @@
 One process owns a path (the engine holds a lock on `PATH/status`); other processes reach the data
 through the owner's API. A chDB Session runs one query at a time, so writes and reads get their own
 sessions; reads run with `readonly=1` (writes, DDL, settings changes and file/URL table functions are refused).
+Queries someone typed (`user_query`) run on a session of their own, with `readonly=1` and the limits of
+`USER_QUERY_LIMITS`, after the checks of `store.readonly`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QueryError, StoreError, StoreLockedError, StoreUnavailableError
-from .base import INSERT_SETTINGS, QUERY_SETTINGS, QueryResult, Store
+from .base import INSERT_SETTINGS, QUERY_SETTINGS, USER_QUERY_LIMITS, QueryResult, Store
+from .sql import quote
 from .url import StoreURL
 from .wire import OUTCOME_COLUMNS
 
@@ -81,6 +84,8 @@ class EmbeddedStore(Store):
                 self._reader = chdb_session.Session(str(path))
                 # One session per background lane: cap state never waits behind a user query or a detector.
                 self._lanes = {lane: chdb_session.Session(str(path)) for lane in ("enforcer", "alerts")}
+                # User queries: limited, and never holding the server's own reads.
+                self._user = chdb_session.Session(str(path))
             except Exception as exc:
                 if (path / "status").exists():
                     _check_not_locked(path)
@@ -90,13 +95,17 @@ class EmbeddedStore(Store):
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._lane_locks = {lane: threading.Lock() for lane in self._lanes}
+        self._user_lock = threading.Lock()
         self._closed = False
         self._writer.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         self._writer.query(f"USE {self.database}")
-        for session in (self._reader, *self._lanes.values()):
+        for session in (self._reader, *self._lanes.values(), self._user):
             session.query(f"USE {self.database}")
             for key, value in QUERY_SETTINGS.items():
                 session.query(f"SET {key} = {value}")
+            if session is self._user:
+                for key, limit in USER_QUERY_LIMITS.items():
+                    session.query(f"SET {key} = {quote(limit) if isinstance(limit, str) else limit}")
             session.query("SET readonly = 1")
 
     def execute(self, sql: str) -> None:
@@ -140,6 +149,17 @@ class EmbeddedStore(Store):
     def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
         return QueryResult.from_json_compact(self.query_text(sql, "JSONCompact", readonly=readonly))
 
+    def _user_query_text(self, sql: str, fmt: str) -> bytes:
+        with self._user_lock:
+            try:
+                return self._run(self._user, sql, fmt)
+            except QueryError:
+                # A query refused after it began to answer (a result or time limit) leaves its partial
+                # output in the session, and chDB hands it to the next query that succeeds: drain it.
+                with contextlib.suppress(Exception):
+                    self._user.query("SELECT 1", "CSV")
+                raise
+
     def poll(self, sql: str, *, lane: str = "enforcer") -> QueryResult:
         with self._lane_locks[lane]:
             return QueryResult.from_json_compact(self._run(self._lanes[lane], sql, "JSONCompact"))
@@ -171,9 +191,9 @@ class EmbeddedStore(Store):
             return
         self._closed = True
         with contextlib.ExitStack() as held:
-            for lock in (self._write_lock, self._read_lock, *self._lane_locks.values()):
+            for lock in (self._write_lock, self._read_lock, *self._lane_locks.values(), self._user_lock):
                 held.enter_context(lock)
-            for session in (*self._lanes.values(), self._reader, self._writer):
+            for session in (self._user, *self._lanes.values(), self._reader, self._writer):
                 try:
                     session.close()
                 except Exception:  # closing must not mask the reason we are closing

@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from ..errors import QueryError, StoreError, StoreUnavailableError
-from .base import INSERT_SETTINGS, QUERY_SETTINGS, QueryResult, Store
+from .base import INSERT_SETTINGS, QUERY_SETTINGS, USER_QUERY_LIMITS, QueryResult, Store
 from .url import StoreURL
 from .wire import OUTCOME_COLUMNS
 
@@ -91,7 +91,14 @@ class ServerStore(Store):
         return QueryResult.from_json_compact(self.query_text(sql, "JSONCompact", readonly=readonly))
 
     def query_text(self, sql: str, fmt: str, *, readonly: bool = True) -> bytes:
-        settings = {"readonly": 2} if readonly else {}
+        return self._raw_query(sql, fmt, {"readonly": 2} if readonly else {})
+
+    def _user_query_text(self, sql: str, fmt: str) -> bytes:
+        # readonly=2, like every read of this store, plus the limits. readonly=2 leaves SET, a SETTINGS
+        # clause and table functions to the query: `store.readonly` refuses those before it is sent.
+        return self._raw_query(sql, fmt, {"readonly": 2, **USER_QUERY_LIMITS})
+
+    def _raw_query(self, sql: str, fmt: str, settings: dict[str, Any]) -> bytes:
         with self._lock:
             try:
                 result: bytes = self._client.raw_query(sql, settings=settings, fmt=fmt)

@@ -35,6 +35,9 @@ def call(
         ("/v1/sql", {"query": "SELECT 1", "format": "xml"}, None, 400, "bad_request", "format must be 'json' or 'csv'"),
         ("/v1/sql", {"query": "DROP TABLE requests"}, None, 400, "bad_request", "readonly"),
         ("/v1/sql", {"query": "SELECT nope"}, None, 400, "bad_request", "nope"),
+        ("/v1/sql", {"query": "SELECT file('/etc/passwd')"}, None, 400, "bad_request", "file() is refused"),
+        ("/v1/sql", {"query": "SELECT * FROM system.numbers"}, None, 400, "bad_request", "Limit for result exceeded"),
+        ("/v1/sql", {"query": "SELECT 1; SELECT 2"}, None, 400, "bad_request", "Multi-statements are not allowed"),
         ("/v1/sql", b"x" * 2_000_000, None, 413, "too_large", "request body over"),
         ("/v1/reprice", b"x" * 2_000_000, None, 413, "too_large", "request body over"),
         ("/v1/reprice", {"until": "2026-12-01"}, None, 400, "bad_request", '"since": "YYYY-MM-DD"'),
@@ -108,3 +111,21 @@ def test_alerts_listing_needs_the_read_token(make_server: Callable[..., RunningS
     assert status == 401 and document["error"]["code"] == "unauthenticated"
     status, document = call(f"{server.api_url}/v1/alerts?since=7d", headers={"Authorization": "Bearer reader-token"})
     assert status == 200 and document["alerts"] == []
+
+
+def test_a_read_token_on_an_admin_run_is_forbidden(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server({"api": {"read_tokens": ["reader"], "admin_tokens": ["admin"]}})
+    for path in ("/v1/reprice", "/v1/reattribute"):
+        status, document = call(f"{server.api_url}{path}", {"since": "2026-11-01"}, {"Authorization": "Bearer reader"})
+        assert (status, document) == (
+            403,
+            {
+                "error": {
+                    "status": 403,
+                    "code": "forbidden",
+                    "message": f"{path} needs an api.admin_tokens token; this one may only read",
+                }
+            },
+        )
+    status, _ = call(f"{server.api_url}/v1/sql", {"query": "SELECT 1"}, {"Authorization": "Bearer admin"})
+    assert status == 200  # an admin token reads too
