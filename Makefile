@@ -2,7 +2,8 @@
 #   make run    create .venv if needed, install, start `otel-cost serve` on the embedded store
 #   make test   create .venv if needed, install, lint, type-check and run the test suite
 #   make bench  start a server on a fresh store, run bench/ingest.py against it, stop it; then
-#               bench/caps.py (cap enforcement latency; it starts and stops its own server)
+#               bench/caps.py (cap enforcement latency; it starts and stops its own server), then
+#               bench/chaos.py (kill -9, store faults, overload: spans acknowledged, stored, lost)
 #               stdout: one JSON object per benchmark, one per line
 #   make review-screenshot  render the HTML weekly review of a test dataset in headless Chromium
 #               (Debian package chromium) and keep the picture: build/review-2026-W48.png
@@ -41,6 +42,7 @@ test: lint
 bench: install
 	@bench/run.sh
 	@$(BIN)/python bench/caps.py
+	@$(BIN)/python bench/chaos.py
 
 review-screenshot: install
 	OTEL_COST_REQUIRE_CHROMIUM=1 OTEL_COST_SCREENSHOT_DIR=build $(BIN)/pytest -q tests/review -k chromium

@@ -7,6 +7,7 @@
     │   ├── StoreURLError           the store URL cannot be understood
     │   ├── StoreLockedError        another process owns the embedded store
     │   ├── StoreUnavailableError   the store failed or is unreachable     (retryable)
+    │   ├── StoreRejectedError      the store refuses the rows themselves (a parse or type error)
     │   └── QueryError              a query was rejected (syntax, read-only, unknown table)
     └── IngestError                 an OTLP export was refused
         ├── DecodeError             undecodable payload            gRPC INVALID_ARGUMENT / HTTP 400
@@ -21,6 +22,8 @@ Third-party exceptions are translated once, where they enter (`raise StoreError(
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "ConfigError",
     "DecodeError",
@@ -32,6 +35,7 @@ __all__ = [
     "QueryError",
     "StoreError",
     "StoreLockedError",
+    "StoreRejectedError",
     "StoreURLError",
     "StoreUnavailableError",
     "UnauthenticatedError",
@@ -71,6 +75,22 @@ class StoreLockedError(StoreError):
 
 class StoreUnavailableError(StoreError):
     retryable = True
+
+
+class StoreRejectedError(StoreError):
+    """Retrying the same rows cannot help: the writer sets the offending lines aside."""
+
+
+#: ClickHouse error codes that mean the inserted data itself is bad, not the store.
+DATA_ERROR_CODES = frozenset({6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 407, 432, 471, 500, 1001})
+
+
+def insert_error(message: str, url: str) -> StoreError:
+    """The error for a failed insert: rejected (the data) or unavailable (the store), by its code."""
+    found = re.search(r"Code: (\d+)", message)
+    if found and int(found.group(1)) in DATA_ERROR_CODES:
+        return StoreRejectedError(f"the store {url} rejects the rows: {message}")
+    return StoreUnavailableError(f"insert into {url} failed: {message}")
 
 
 class QueryError(StoreError):

@@ -105,7 +105,8 @@ class Metrics:
             "otel_cost_spool_events",
             "Batches by what the spool did with them: spooled (acknowledged from disk while the store "
             "failed or stalled), drained (inserted later, oldest first), replayed (inserted at start-up "
-            "after a crash), refused (spool full: the export was pushed back), corrupt (quarantined).",
+            "after a crash), refused (spool full: the export was pushed back), corrupt (quarantined), "
+            "rejected (a row the store refuses as data, kept in the spool's rejected/ folder).",
             ["event"],
             registry=registry,
         )

@@ -49,12 +49,17 @@ def store(store_url: str) -> Iterator[Store]:
 
 
 @pytest.fixture
-def make_server(store_url: str) -> Iterator[Callable[..., RunningServer]]:
+def make_server(store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
     def make(
         overrides: dict[str, Any] | None = None, url: str | None = None, clock: Callable[[], datetime] | None = None
     ) -> RunningServer:
+        store = dict((overrides or {}).get("store", {}))
+        if "spool_dir" not in store and any(not running.closed for running in started):
+            # Two servers on one store at once (only tests do that): each owns a spool.
+            store["spool_dir"] = str(tmp_path_factory.mktemp("spool"))
+            overrides = {**(overrides or {}), "store": store}
         running = RunningServer(url or store_url, overrides, clock)
         started.append(running)
         return running

@@ -167,6 +167,10 @@ class RunningServer:
     def scalar(self, sql: str) -> Any:
         return self.query(sql).scalar()
 
+    @property
+    def closed(self) -> bool:
+        return self.loop.is_closed()
+
     def close(self) -> None:
         if self.loop.is_running():
             try:

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import QueryError, StoreError, StoreLockedError, StoreUnavailableError
+from ..errors import QueryError, StoreError, StoreLockedError, StoreUnavailableError, insert_error
 from .base import INSERT_SETTINGS, QUERY_SETTINGS, USER_QUERY_LIMITS, QueryResult, Store
 from .sql import quote
 from .url import StoreURL
@@ -115,18 +115,20 @@ class EmbeddedStore(Store):
     def insert_batch(self, data: bytes, token: str) -> None:
         if not data:
             return
-        # A streaming insert: the engine parses the bytes without the GIL (and ~6x cheaper than the
-        # same data inlined in a query's text).
+        self._insert(_INSERT.format(settings=_SETTINGS, token=token), data)
+
+    def _insert(self, statement: str, data: bytes) -> None:
+        # The data inline in the statement, not chDB's streaming `send_insert`: that one reports
+        # success when the engine fails the insert (measured with chdb 4.4.0 on a full disk:
+        # NOT_ENOUGH_SPACE swallowed, rows_written set, nothing stored). Measured no slower here.
         with self._write_lock:
             if self._closed:
                 raise StoreUnavailableError(f"the store {self.url} is closed")
             try:
-                inserter = self._writer.send_insert(_INSERT.format(settings=_SETTINGS, token=token), "TabSeparated")
-                inserter.append(data)
-                inserter.finish()
+                self._writer.query(f"{statement} FORMAT TabSeparated\n{data.decode()}")
             except Exception as exc:
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise StoreUnavailableError(f"insert into {self.url} failed: {message}") from exc
+                raise insert_error(message, self.url) from exc
 
     def insert_outcomes(self, data: bytes, token: str) -> None:
         if not data:
@@ -135,16 +137,7 @@ class EmbeddedStore(Store):
             f"INSERT INTO outcomes ({', '.join(OUTCOME_COLUMNS)}) SETTINGS {_SETTINGS}, "
             f"insert_deduplication_token='{token}-outcomes'"
         )
-        with self._write_lock:
-            if self._closed:
-                raise StoreUnavailableError(f"the store {self.url} is closed")
-            try:
-                inserter = self._writer.send_insert(statement, "TabSeparated")
-                inserter.append(data)
-                inserter.finish()
-            except Exception as exc:
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise StoreUnavailableError(f"insert into {self.url} failed: {message}") from exc
+        self._insert(statement, data)
 
     def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
         return QueryResult.from_json_compact(self.query_text(sql, "JSONCompact", readonly=readonly))

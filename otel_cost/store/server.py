@@ -7,7 +7,7 @@ import logging
 import threading
 from typing import Any
 
-from ..errors import QueryError, StoreError, StoreUnavailableError
+from ..errors import QueryError, StoreError, StoreUnavailableError, insert_error
 from .base import INSERT_SETTINGS, QUERY_SETTINGS, USER_QUERY_LIMITS, QueryResult, Store
 from .url import StoreURL
 from .wire import OUTCOME_COLUMNS
@@ -61,7 +61,7 @@ class ServerStore(Store):
             try:
                 self._client.raw_insert("requests_ingest", insert_block=data, settings=settings, fmt="TabSeparated")
             except Exception as exc:
-                raise StoreUnavailableError(f"insert into {self.url} failed: {exc}") from exc
+                raise insert_error(str(exc), self.url) from exc
 
     def insert_outcomes(self, data: bytes, token: str) -> None:
         if not data:
@@ -73,7 +73,7 @@ class ServerStore(Store):
                     "outcomes", OUTCOME_COLUMNS, insert_block=data, settings=settings, fmt="TabSeparated"
                 )
             except Exception as exc:
-                raise StoreUnavailableError(f"insert into {self.url} failed: {exc}") from exc
+                raise insert_error(str(exc), self.url) from exc
 
     def insert_rows(self, table: str, rows: list[dict[str, Any]], token: str) -> None:
         if not rows:

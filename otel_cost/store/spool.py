@@ -14,7 +14,8 @@ One file per batch, `<sequence>.batch`: a fixed header (magic, token, row count,
 then the wire lines and the outcome lines. Files are written under a temporary name and renamed, so
 a file with a final name is complete; a leftover temporary file belongs to a batch that was never
 acknowledged and is deleted. A file whose checksum does not match is moved to `corrupt/`, logged
-and counted, never inserted and never deleted.
+and counted, never inserted and never deleted; so is a line the store rejects as data
+(`rejected/`), while the rest of its batch is stored.
 """
 
 from __future__ import annotations
@@ -223,6 +224,15 @@ class Spool:
             self.quarantine(entry, str(exc))
             return None
         return data, outcomes
+
+    def set_aside(self, line: bytes, token: str) -> Path:
+        """Keep a line the store rejects, for a human (`rejected/`): never inserted, never deleted."""
+        folder = self.directory / "rejected"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{token}.tsv"
+        with path.open("ab") as handle:
+            handle.write(line)
+        return path
 
     def quarantine(self, entry: SpoolEntry, reason: str) -> None:
         """Move a batch that must not be inserted to `corrupt/` (kept for a human, counted, logged)."""

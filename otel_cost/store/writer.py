@@ -33,7 +33,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 
-from ..errors import OtelCostError, OverloadedError, StoreUnavailableError
+from ..errors import OtelCostError, OverloadedError, StoreRejectedError, StoreUnavailableError
 from ..faults import crash_point
 from .base import Store
 from .spool import Spool, SpoolFullError
@@ -51,6 +51,7 @@ class WriterStats:
         "failed_batches",
         "last_flush_seconds",
         "refused",
+        "rejected",
         "replayed",
         "rows",
         "spooled",
@@ -65,6 +66,7 @@ class WriterStats:
         self.drained = 0  # inserted from the spool after an outage
         self.replayed = 0  # inserted from the spool left by an earlier process
         self.refused = 0  # the spool was full
+        self.rejected = 0  # lines the store refused as data, set aside
         self.corrupt = 0
 
 
@@ -177,6 +179,9 @@ class BatchWriter:
             if self._stopping:
                 raise OverloadedError("otel-cost is shutting down", retry_after_seconds=5)
             if self._refusing:
+                self.stats.refused += 1
+                if self._on_spool is not None:
+                    self._on_spool("refused")
                 raise SpoolFullError(self._refusing, retry_after_seconds=5)
             if self._pending_rows and self._pending_rows + rows > self._max_pending_rows:
                 raise OverloadedError(
@@ -370,17 +375,46 @@ class BatchWriter:
             self._drain_pause = 0.0
 
     def _attempt(self, data: bytes, outcomes: bytes, token: str) -> OtelCostError | None:
+        """Insert a batch's rows and outcomes. Lines the store rejects as data (a parse or type error:
+        retrying cannot help, and a spooled batch would block the ones behind it) are found by
+        halving, each half with a token derived from the batch's, so a replay stays deduplicated; they
+        are set aside in the spool's `rejected/` folder, logged and counted, and the rest is stored."""
+        crash_point("insert")
+        error = self._isolate(self._store.insert_batch, data, token)
+        if error is None:
+            error = self._isolate(self._store.insert_outcomes, outcomes, token)
+        return error
+
+    def _isolate(self, insert: Callable[[bytes, str], None], data: bytes, token: str) -> OtelCostError | None:
+        if not data:
+            return None
+        error = self._call(lambda: insert(data, token))
+        if not isinstance(error, StoreRejectedError):
+            return error
+        lines = data.splitlines(keepends=True)
+        if len(lines) == 1:
+            self._set_aside(data, token, error)
+            return None
+        middle = len(lines) // 2
+        for part, suffix in ((lines[:middle], "l"), (lines[middle:], "r")):
+            failed = self._isolate(insert, b"".join(part), token + suffix)
+            if failed is not None:
+                return failed
+        return None
+
+    def _set_aside(self, line: bytes, token: str, error: StoreRejectedError) -> None:
+        self.stats.rejected += 1
+        where = self._spool.set_aside(line, token) if self._spool is not None else None
+        logger.error("the store rejects a row (%s); it is kept in %s", error.message, where or "the log: " + repr(line))
+        if self._on_spool is not None:
+            self._on_spool("rejected")
+
+    def _call(self, job: Callable[[], None]) -> OtelCostError | None:
         """One insert on the inserter thread, bounded by `insert_timeout_seconds`."""
         if self._stalled is not None:
             if not self._stalled.done():
                 return StoreUnavailableError("the store has not finished an earlier insert")
             self._stalled = None
-
-        def job() -> None:
-            crash_point("insert")
-            self._store.insert_batch(data, token)
-            self._store.insert_outcomes(outcomes, token)
-
         future = self._inserter.run(job)
         try:
             future.result(self._insert_timeout or None)

@@ -190,3 +190,44 @@ def test_a_stalled_store_is_spooled_after_the_timeout_and_nothing_doubles(store:
     finally:
         writer.shutdown()
         spool.close()
+
+
+def _poisoned(first: int, count: int, bad_at: int) -> bytes:
+    lines = rows(first, count).splitlines(keepends=True)
+    fields = lines[bad_at].split(b"\t")
+    fields[0] = b"not-a-number"  # timestamp_ns: the engine parses an integer
+    lines[bad_at] = b"\t".join(fields)
+    return b"".join(lines)
+
+
+def test_a_row_the_store_rejects_is_set_aside_and_the_rest_stored(store: Store, tmp_path: Path) -> None:
+    """One bad line in a group commit must not refuse (or, spooled, block) every export with it."""
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    writer = BatchWriter(store, max_delay_millis=1, spool=spool, insert_attempts=1)
+    try:
+        assert asyncio.run(_submit_all(writer, [(_poisoned(0, 9, bad_at=4), 9)])) == [None]
+        assert totals(store) == (8, 8, 8)
+        assert writer.stats.rejected == 1 and len(spool) == 0
+        (kept,) = (tmp_path / "rejected").iterdir()
+        assert b"not-a-number" in kept.read_bytes()
+    finally:
+        writer.shutdown()
+        spool.close()
+
+
+def test_a_spooled_batch_with_a_rejected_row_does_not_block_the_drain(store: Store, tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    writer = BatchWriter(store, max_delay_millis=1, spool=spool, max_drain_backoff_seconds=0.2, insert_attempts=1)
+    try:
+        store.execute("RENAME TABLE requests TO requests_away")
+        try:
+            assert asyncio.run(_submit_all(writer, [(_poisoned(0, 10, bad_at=0), 10)])) == [None]
+            assert asyncio.run(_submit_all(writer, [(rows(100, 10), 10)])) == [None]
+        finally:
+            store.execute("RENAME TABLE requests_away TO requests")
+        wait_for(lambda: len(spool) == 0, timeout=15)
+        assert totals(store) == (19, 19, 19)
+        assert writer.stats.rejected == 1
+    finally:
+        writer.shutdown()
+        spool.close()
