@@ -38,7 +38,8 @@ Scenarios:
   the peak RSS with 8 senders, plus what the same amount of data grew it at that load
   (`engine_growth_mb`: the engine's caches grow with the data, whatever the load; a warm-up phase
   comes first), plus the headroom the configuration allows (8 x max_inflight_bytes for requests
-  being decoded, 2 KiB per row of store.queue_size).
+  being decoded, twice the export size per receiver.max_concurrent_exports for requests gRPC
+  holds, 2 KiB per row of store.queue_size).
 
 Progress goes to stderr; exit status 1 when any scenario lost or duplicated a span (or its rollups
 differ, or the cap state did not survive).
@@ -532,7 +533,7 @@ def overload(workdir: Path, quick: bool) -> dict[str, Any]:
     ports = free_port(), free_port(), free_port()
     config = base_config(workdir / "store", *ports)
     config.pop("budgets")
-    config["receiver"].update(workers=2, max_inflight_bytes=4 * 1024 * 1024)
+    config["receiver"].update(workers=2, max_inflight_bytes=4 * 1024 * 1024, max_concurrent_exports=32)
     config["store"].update(queue_size=20_000, batch_size=10_000, flush_interval_millis=200)
     server = ServerProcess(workdir, config)
     server.wait_ready()
@@ -639,7 +640,13 @@ def overload(workdir: Path, quick: bool) -> dict[str, Any]:
 
     with lock:
         result = {"name": "overload", **ledger(server.api, set(acknowledged), 0)}
-    headroom_mb = (8 * config["receiver"]["max_inflight_bytes"] + 2048 * config["store"]["queue_size"]) / 2**20
+    receiver = config["receiver"]
+    export_bytes = len(runs[0][0][0])
+    headroom_mb = (
+        8 * receiver["max_inflight_bytes"]  # requests being decoded and priced
+        + 2 * receiver["max_concurrent_exports"] * export_bytes  # requests gRPC holds for the handler
+        + 2048 * config["store"]["queue_size"]  # rows waiting for an insert
+    ) / 2**20
     result.update(
         recovery_seconds=0.0,
         peak_rss_mb=peak_mb,

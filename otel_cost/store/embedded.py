@@ -30,6 +30,27 @@ logger = logging.getLogger(__name__)
 
 _INSERT = "INSERT INTO requests_ingest SETTINGS {settings}, insert_deduplication_token='{token}'"
 _SETTINGS = ", ".join(f"{key}={value}" for key, value in INSERT_SETTINGS.items())
+#: Engine errors a streaming insert may swallow: disk, memory, file and part trouble, not the data's
+#: own parse and type errors (those raise) nor the many the engine throws and handles inside queries.
+_WRITE_CODES = ", ".join(
+    str(code)
+    for code in (
+        49,  # LOGICAL_ERROR
+        74,  # CANNOT_READ_FROM_FILE_DESCRIPTOR
+        75,  # CANNOT_WRITE_TO_FILE_DESCRIPTOR
+        76,  # CANNOT_OPEN_FILE
+        107,  # FILE_DOESNT_EXIST
+        173,  # CANNOT_ALLOCATE_MEMORY
+        236,  # ABORTED
+        241,  # MEMORY_LIMIT_EXCEEDED
+        243,  # NOT_ENOUGH_SPACE
+        252,  # TOO_MANY_PARTS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        425,  # SYSTEM_ERROR
+        1000,  # POCO_EXCEPTION
+        1001,  # STD_EXCEPTION
+    )
+)
 
 # chDB allows one store path per process; several stores (databases) may share it.
 _open_path: Path | None = None
@@ -98,6 +119,7 @@ class EmbeddedStore(Store):
         self._user_lock = threading.Lock()
         self._closed = False
         self._writer.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        self._errors_seen = self._engine_errors()
         self._writer.query(f"USE {self.database}")
         for session in (self._reader, *self._lanes.values(), self._user):
             session.query(f"USE {self.database}")
@@ -118,17 +140,53 @@ class EmbeddedStore(Store):
         self._insert(_INSERT.format(settings=_SETTINGS, token=token), data)
 
     def _insert(self, statement: str, data: bytes) -> None:
-        # The data inline in the statement, not chDB's streaming `send_insert`: that one reports
-        # success when the engine fails the insert (measured with chdb 4.4.0 on a full disk:
-        # NOT_ENOUGH_SPACE swallowed, rows_written set, nothing stored). Measured no slower here.
+        # chDB's streaming insert parses the bytes fastest (measured: 15-20% more spans/s end to end
+        # than the rows inline in the statement, and 100 MB less memory), but it reports success when
+        # the engine fails the insert (chdb 4.4.0 on a full disk: NOT_ENOUGH_SPACE swallowed,
+        # rows_written set, nothing stored). The engine still counts that error in system.errors: when
+        # the count moved, the same rows go again inline, which raises; the same token deduplicates
+        # them if the first insert did land (a false alarm from another session's error costs one
+        # deduplicated insert).
         with self._write_lock:
             if self._closed:
                 raise StoreUnavailableError(f"the store {self.url} is closed")
             try:
+                inserter = self._writer.send_insert(statement, "TabSeparated")
+                try:
+                    inserter.append(data)
+                    inserter.finish()
+                except Exception:
+                    # else the session stays in the stream: "Another streaming query or insert is
+                    # already active on this connection" for every insert after this one
+                    with contextlib.suppress(Exception):
+                        inserter.cancel()
+                    raise
+                errors = self._engine_errors()
+                if errors == self._errors_seen:
+                    return
+                self._errors_seen = errors
+                latest = (
+                    self._writer.query(
+                        f"SELECT name, left(last_error_message, 200) FROM system.errors WHERE code IN ({_WRITE_CODES}) "
+                        "ORDER BY last_error_time DESC LIMIT 1",
+                        "TabSeparated",
+                    )
+                    .bytes()
+                    .decode()
+                    .strip()
+                )
+                logger.warning("the engine logged an error during a streaming insert (%s); inserting again", latest)
                 self._writer.query(f"{statement} FORMAT TabSeparated\n{data.decode()}")
             except Exception as exc:
+                with contextlib.suppress(Exception):
+                    self._errors_seen = self._engine_errors()
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                message = message.removeprefix("Streaming insert finish failed: ")
                 raise insert_error(message, self.url) from exc
+
+    def _engine_errors(self) -> int:
+        result = self._writer.query(f"SELECT sum(value) FROM system.errors WHERE code IN ({_WRITE_CODES})", "CSV")
+        return int(result.bytes().strip() or 0)
 
     def insert_outcomes(self, data: bytes, token: str) -> None:
         if not data:

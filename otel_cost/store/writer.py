@@ -352,6 +352,9 @@ class BatchWriter:
                 return
             self._begin_outage(str(error))
             self._drain_pause = min(self._drain_pause * 2, self._max_drain_backoff)
+            logger.warning(
+                "the spool's oldest batch did not go in (%s); next attempt in %.1f s", error, self._drain_pause
+            )
             return
         spool.remove(entry)
         self._flushed(entry.rows, time.perf_counter() - started)
