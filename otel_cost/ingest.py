@@ -11,11 +11,11 @@ import asyncio
 import logging
 
 from .dedup import RecentSpans, admit
-from .errors import OverloadedError
 from .faults import crash_point
 from .metrics import Metrics
 from .model import UNATTRIBUTED
 from .pipeline import ProcessedExport
+from .receiver.admission import InflightBytes
 from .store.wire import INGEST_COLUMNS
 from .store.writer import BatchWriter
 from .workers import PipelinePool
@@ -32,32 +32,24 @@ class Ingestor:
         recent: RecentSpans,
         writer: BatchWriter,
         metrics: Metrics,
-        max_inflight_bytes: int = 128 * 1024 * 1024,
+        inflight: InflightBytes | None = None,
     ) -> None:
         self.pool = pool
         self.recent = recent
         self.writer = writer
         self.metrics = metrics
-        self.max_inflight_bytes = max_inflight_bytes
+        self.inflight = inflight or InflightBytes(128 * 1024 * 1024)
         self._processing = 0  # exports in the pipeline: rows that may still join the pending insert
-        self._inflight_bytes = 0  # request bytes of exports not yet answered
 
-    async def consume(self, body: bytes, kind: str) -> ProcessedExport:
-        """Process and store one export (protobuf or JSON bytes). Raises OtelCostError to refuse it."""
-        size = len(body)
-        if self._inflight_bytes and self._inflight_bytes + size > self.max_inflight_bytes:
-            # Offered load above capacity: push back now (the client retries after RetryInfo) rather
-            # than hold more requests in memory, each decoded several times its size.
-            raise OverloadedError(
-                f"{self._inflight_bytes} bytes of exports are in progress "
-                f"(receiver.max_inflight_bytes={self.max_inflight_bytes})",
-                retry_after_seconds=1,
-            )
-        self._inflight_bytes += size
+    async def consume(self, body: bytes, kind: str, *, reserved: int = 0) -> ProcessedExport:
+        """Process and store one export (protobuf or JSON bytes). Raises OtelCostError to refuse it.
+        `reserved`: bytes the caller already counted in `inflight` for this request (released by it)."""
+        extra = max(0, len(body) - reserved)
+        self.inflight.reserve(extra)
         try:
             return await self._consume(body, kind)
         finally:
-            self._inflight_bytes -= size
+            self.inflight.release(extra)
 
     async def _consume(self, body: bytes, kind: str) -> ProcessedExport:
         self._processing += 1

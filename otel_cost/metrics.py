@@ -100,6 +100,11 @@ class Metrics:
         self.spool_batches = Gauge(
             "otel_cost_spool_batches", "Acknowledged batches on local disk, waiting for the store.", registry=registry
         )
+        self.inflight_bytes = Gauge(
+            "otel_cost_receiver_inflight_bytes",
+            "Request bytes being received and processed (bounded by receiver.max_inflight_bytes).",
+            registry=registry,
+        )
         self.spool_bytes = Gauge("otel_cost_spool_bytes", "Bytes of the spool on local disk.", registry=registry)
         self.spool_events = Counter(
             "otel_cost_spool_events",
@@ -214,6 +219,9 @@ class Metrics:
 
     def track_pending(self, pending: Callable[[], int]) -> None:
         self.pending_rows.set_function(lambda: float(pending()))
+
+    def track_inflight(self, used: Callable[[], int]) -> None:
+        self.inflight_bytes.set_function(lambda: float(used()))
 
     def track_spool(self, batches: Callable[[], int], size: Callable[[], int]) -> None:
         self.spool_batches.set_function(lambda: float(batches()))

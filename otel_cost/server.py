@@ -30,6 +30,7 @@ from .errors import ListenError
 from .ingest import Ingestor
 from .metrics import Metrics
 from .receiver import BearerTokens, add_trace_service, otlp_http_app
+from .receiver.admission import InflightBytes
 from .review import RatesPublisher
 from .store import BatchWriter, Store, open_store
 from .store.spool import Spool
@@ -162,9 +163,9 @@ class Server:
         )
         await self._pool.start()
         self.metrics.track_workers(lambda: self._pool.pids if self._pool else [])
-        ingestor = Ingestor(
-            self._pool, recent, self._writer, self.metrics, max_inflight_bytes=config.receiver.max_inflight_bytes
-        )
+        inflight = InflightBytes(config.receiver.max_inflight_bytes)
+        self.metrics.track_inflight(lambda: inflight.used)
+        ingestor = Ingestor(self._pool, recent, self._writer, self.metrics, inflight)
         ingest_tokens = BearerTokens(config.receiver.bearer_tokens)
         tls = config.receiver.tls
 
@@ -193,7 +194,7 @@ class Server:
             raise ListenError(_listen_message(endpoint, "OTLP/gRPC", "receiver.grpc_endpoint / --grpc-endpoint", None))
         await self._grpc.start()
 
-        http_app = otlp_http_app(ingestor.consume, ingest_tokens, max_bytes, self._on_refusal)
+        http_app = otlp_http_app(ingestor.consume, ingest_tokens, max_bytes, self._on_refusal, inflight)
         api = api_app(
             store,
             self.metrics,

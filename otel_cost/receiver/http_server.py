@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from ..errors import DecodeError, OtelCostError, PayloadTooLargeError
 from ..pipeline import ProcessedExport
+from .admission import InflightBytes
 from .auth import BearerTokens
 from .codec import JSON, decompress, encode_response, encode_status, media_type
 from .status import refusal_for
@@ -24,11 +25,11 @@ __all__ = ["otlp_http_app"]
 
 logger = logging.getLogger(__name__)
 
-Consume = Callable[[bytes, str], Awaitable[ProcessedExport]]
+Consume = Callable[..., Awaitable[ProcessedExport]]  # (body, kind, *, reserved=bytes already counted)
 OnRefusal = Callable[[str, int], None]
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, grow: Callable[[int], None]) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"request body is {declared} bytes; the limit is {limit}")
@@ -39,21 +40,43 @@ async def _read_body(request: Request, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+            grow(size)
             chunks.append(chunk)
     except ClientDisconnect:  # a truncated body: broken input, not a server error
         raise DecodeError(f"the client disconnected after {size} bytes of the body") from None
     return b"".join(chunks)
 
 
-def otlp_http_app(consume: Consume, tokens: BearerTokens, max_request_bytes: int, on_refusal: OnRefusal) -> Starlette:
+def otlp_http_app(
+    consume: Consume,
+    tokens: BearerTokens,
+    max_request_bytes: int,
+    on_refusal: OnRefusal,
+    inflight: InflightBytes | None = None,
+) -> Starlette:
+    admission = inflight or InflightBytes(128 * 1024 * 1024)
+
     async def export_traces(request: Request) -> Response:
         kind = JSON
+        reserved = 0
+
+        def grow(size: int) -> None:
+            # memory is counted before it is taken: the declared length first, then what arrives
+            nonlocal reserved
+            if size > reserved:
+                admission.reserve(size - reserved)
+                reserved = size
+
         try:
             kind = media_type(request.headers.get("content-type"))
             tokens.check(request.headers.get("authorization"))
-            body = await _read_body(request, max_request_bytes)
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit():
+                grow(min(int(declared), max_request_bytes))
+            body = await _read_body(request, max_request_bytes, grow)
             body = decompress(body, request.headers.get("content-encoding"), max_request_bytes)
-            result = await consume(body, kind)
+            grow(len(body))
+            result = await consume(body, kind, reserved=reserved)
         except Exception as exc:
             if not isinstance(exc, OtelCostError):
                 logger.exception("export failed unexpectedly")
@@ -67,6 +90,8 @@ def otlp_http_app(consume: Consume, tokens: BearerTokens, max_request_bytes: int
                 media_type=kind,
                 headers=headers,
             )
+        finally:
+            admission.release(reserved)
         response = ExportTraceServiceResponse()
         if result.rejected:
             response.partial_success.rejected_spans = result.rejected

@@ -19,7 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from ..helpers import RunningServer, chat_attributes, make_request, make_span
+from ..helpers import RunningServer, chat_attributes, make_request, make_span, wait_for
 from ..tls import make_certificate
 
 PROTOBUF = "application/x-protobuf"
@@ -216,3 +216,31 @@ def test_https_with_a_generated_certificate(make_server: Callable[..., RunningSe
     assert status == 200
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         post(server.http_url, body, PROTOBUF)  # plain HTTP is refused
+
+
+def test_bytes_in_flight_are_bounded_before_the_body_is_read(make_server: Callable[..., RunningServer]) -> None:
+    """Overload: a request that would pass receiver.max_inflight_bytes is refused retryably at once,
+    before its body is held in memory; the one in flight completes and the count returns to zero."""
+    import socket
+
+    server = make_server({"receiver": {"max_inflight_bytes": 4096}})
+    registry = server.server.metrics.registry
+    slow = make_request([make_span(chat_attributes(**{"app.note": "x" * 8000}))]).SerializeToString()
+    sock = socket.create_connection(("127.0.0.1", server.server.http_port), timeout=30)
+    try:
+        head = (
+            f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {PROTOBUF}\r\nContent-Length: {len(slow)}\r\n\r\n"
+        ).encode()
+        sock.sendall(head + slow[:-1])  # all but the last byte: the request is in flight
+        wait_for(lambda: registry.get_sample_value("otel_cost_receiver_inflight_bytes") == len(slow))
+        small = make_request([make_span(chat_attributes())]).SerializeToString()
+        status, headers, payload = post(server.http_url, small, PROTOBUF)
+        assert (status, headers["retry-after"]) == (503, "1")
+        assert "receiver.max_inflight_bytes=4096" in status_body(payload, PROTOBUF).message
+        sock.sendall(slow[-1:])
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        sock.close()
+    wait_for(lambda: registry.get_sample_value("otel_cost_receiver_inflight_bytes") == 0)
+    assert post(server.http_url, small, PROTOBUF)[0] == 200  # the client's retry
+    assert server.scalar("SELECT count() FROM requests") == 2
