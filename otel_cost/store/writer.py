@@ -299,11 +299,27 @@ class BatchWriter:
         try:
             spool.sync(entry)
         except SpoolFullError as exc:
+            if self._stalled is not None and self._landed(self._stalled):
+                spool.remove(entry)  # the hung insert went in after all
+                return None
             spool.remove(entry)  # refused, so the client keeps the data; a replay would duplicate its retry
             return self._refuse(exc)
         self._begin_outage(str(error))
         self._spooled(1)
         return None
+
+    def _landed(self, stalled: concurrent.futures.Future[None]) -> bool:
+        """Wait for a hung insert the spool has no room for. Refusing while it may still land would let
+        the client's retry (a new batch, a new token) store the rows twice; meanwhile new exports
+        queue, then are refused at `max_pending_rows`."""
+        logger.error("the store hangs and the spool is full: waiting for the insert in progress")
+        try:
+            stalled.result()
+        except Exception:
+            return False
+        finally:
+            self._stalled = None
+        return True
 
     def _refuse(self, exc: SpoolFullError) -> BaseException:
         self.stats.refused += 1

@@ -231,3 +231,21 @@ def test_a_spooled_batch_with_a_rejected_row_does_not_block_the_drain(store: Sto
     finally:
         writer.shutdown()
         spool.close()
+
+
+def test_a_hung_insert_with_no_room_on_disk_is_waited_for_not_refused(store: Store, tmp_path: Path) -> None:
+    """Refusing while the hung insert may still land would let the client's retry store it twice."""
+    stalling = StallingStore(store)
+    spool = Spool(tmp_path, max_bytes=0)
+    writer = BatchWriter(stalling, max_delay_millis=1, spool=spool, insert_timeout_seconds=0.3)
+    try:
+        stalling.stalled.set()
+        threading.Timer(2, stalling.released.set).start()
+        started = time.monotonic()
+        assert asyncio.run(_submit_all(writer, [(rows(0, 10), 10)])) == [None]  # stored, then acknowledged
+        assert time.monotonic() - started >= 1.5
+        assert totals(store) == (10, 10, 10) and len(spool) == 0
+    finally:
+        stalling.released.set()
+        writer.shutdown()
+        spool.close()
