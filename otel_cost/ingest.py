@@ -32,13 +32,13 @@ class Ingestor:
         recent: RecentSpans,
         writer: BatchWriter,
         metrics: Metrics,
-        inflight: InflightBytes | None = None,
+        inflight: InflightBytes,
     ) -> None:
         self.pool = pool
         self.recent = recent
         self.writer = writer
         self.metrics = metrics
-        self.inflight = inflight or InflightBytes(128 * 1024 * 1024)
+        self.inflight = inflight
         self._processing = 0  # exports in the pipeline: rows that may still join the pending insert
 
     async def consume(self, body: bytes, kind: str, *, reserved: int = 0) -> ProcessedExport:

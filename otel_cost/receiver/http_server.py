@@ -52,9 +52,8 @@ def otlp_http_app(
     tokens: BearerTokens,
     max_request_bytes: int,
     on_refusal: OnRefusal,
-    inflight: InflightBytes | None = None,
+    admission: InflightBytes,
 ) -> Starlette:
-    admission = inflight or InflightBytes(128 * 1024 * 1024)
 
     async def export_traces(request: Request) -> Response:
         kind = JSON

@@ -9,13 +9,16 @@ An insert has a large fixed cost in ClickHouse (tens of milliseconds and three n
 measured, 2,500-row inserts cost twice the CPU per row of 20,000-row ones), so under load fewer,
 larger inserts leave the CPU to the pipeline; a lone export waits at most `max_delay_millis`.
 
-With a spool (`store.spool`), every batch is journaled before its insert and removed after it, so a
+With a spool (`store.spool_dir`), every batch is journaled before its insert and removed after it, so a
 crash mid-insert is repaired at the next start. A failed insert is retried with the same
 deduplication token (never duplicated); when the store still fails, or does not answer within
 `insert_timeout_seconds`, the batch stays in the spool, is fsynced and its exports are acknowledged
 from disk. From then on batches go to the spool, and the oldest is inserted again with growing
 pauses until the store takes it: the backlog drains in order. A full spool refuses exports with a
-retryable error. Without a spool, a failed insert fails the exports (retryable). When more than
+retryable error; a hung insert it has no room for is waited for (refusing it could let the client's
+retry store the rows twice). Lines the store rejects as data are found by halving and set aside
+(`Spool.set_aside`), so they never block what follows. Without a spool, a failed insert fails the
+exports (retryable). When more than
 `max_pending_rows` wait in memory, `submit()` refuses at once (`OverloadedError`): backpressure
 instead of unbounded memory.
 """
