@@ -38,10 +38,14 @@ __all__ = [
     "AlertsConfig",
     "AttributionConfig",
     "BudgetConfig",
+    "ClientTLSConfig",
     "Config",
     "ContainConfig",
     "EnforcerConfig",
+    "ForwardConfig",
+    "ForwardEndpointConfig",
     "GatewayConfig",
+    "MetricsExportConfig",
     "ModelMixConfig",
     "OutcomesConfig",
     "PriceOverride",
@@ -729,6 +733,123 @@ class ReviewConfig(_Section):
     top: int = Field(10, ge=1, le=100, description="rows per section of the weekly review")
 
 
+class ClientTLSConfig(_Section):
+    """TLS towards a downstream (an `https://` endpoint): whom to trust, and our certificate for mutual TLS."""
+
+    ca_file: Path | None = Field(None, description="PEM CA bundle to verify the server (default: the system's)")
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS), with key_file")
+    key_file: Path | None = None
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"file {str(path)!r} does not exist")
+        return path
+
+    @model_validator(mode="after")
+    def _pair(self) -> ClientTLSConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        return self
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def _check_otlp_endpoint(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must be a URL: http://host:port (plaintext) or https://host:port (TLS)")
+    return value
+
+
+def _check_headers(value: dict[str, str]) -> dict[str, str]:
+    for name in value:
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+    # gRPC metadata keys are lowercase; HTTP header names are case-insensitive.
+    return {name.lower(): header for name, header in value.items()}
+
+
+class ForwardEndpointConfig(_Section):
+    """One downstream that receives every acknowledged export, enriched (see README "Processor mode")."""
+
+    endpoint: Annotated[str, AfterValidator(_check_otlp_endpoint)] = Field(
+        description="http://host:port or https://host:port; OTLP/HTTP appends /v1/traces to a URL without a path"
+    )
+    name: str | None = Field(None, min_length=1, description="in /metrics; default: the endpoint")
+    protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
+        default_factory=dict, description="sent with every export (e.g. an API key)"
+    )
+    compression: Literal["gzip", "none"] = "gzip"
+    tls: ClientTLSConfig | None = None
+    timeout_seconds: float = Field(10.0, gt=0, le=300, description="per attempt")
+    queue_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="exports waiting for this downstream; past it the oldest are dropped"
+    )
+    max_batch_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="queued exports are merged into one request up to this size"
+    )
+    retry_initial_seconds: float = Field(0.5, gt=0, le=60, description="first pause after a retryable failure")
+    retry_max_seconds: float = Field(30.0, gt=0, le=600, description="longest pause (unless the server asks)")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.endpoint
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> ForwardEndpointConfig:
+        if self.tls is not None and not self.endpoint.startswith("https://"):
+            raise ValueError("tls is set but the endpoint is http:// (plaintext): use https://")
+        return self
+
+
+class ForwardConfig(_Section):
+    """Processor mode: pass every acknowledged export on, with cost attributes on priced model calls."""
+
+    endpoints: list[ForwardEndpointConfig] = Field(default_factory=list, description="empty: forwarding is off")
+    drop_content: bool = Field(False, description="also drop prompt/completion content on the way out")
+    gen_ai_usage_cost: bool = Field(
+        False, description="also write the proposed gen_ai.usage.cost.* attributes where a span has none"
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique(cls, value: list[ForwardEndpointConfig]) -> list[ForwardEndpointConfig]:
+        labels = [endpoint.label for endpoint in value]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"endpoints must be unique (give each a name): {', '.join(repeated)}")
+        return value
+
+
+class MetricsExportConfig(_Section):
+    """Cost metrics pushed over OTLP through the OpenTelemetry SDK (README "Cost metrics over OTLP")."""
+
+    endpoint: Annotated[str, AfterValidator(_check_otlp_endpoint)] | None = Field(
+        None, description="http(s)://host:port of an OTLP metrics receiver; unset: off"
+    )
+    protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(default_factory=dict)
+    compression: Literal["gzip", "none"] = "gzip"
+    tls: ClientTLSConfig | None = None
+    timeout_seconds: float = Field(10.0, gt=0, le=300)
+    interval_seconds: float = Field(60.0, ge=0.05, le=3600, description="how often metrics are exported")
+    max_series: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="(provider, model, team, feature, agent) combinations per metric; later ones are 'other'",
+    )
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> MetricsExportConfig:
+        if self.tls is not None and not (self.endpoint or "").startswith("https://"):
+            raise ValueError("tls is set but the endpoint is not https://")
+        return self
+
+
 class Config(_Section):
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     api: APIConfig = Field(default_factory=APIConfig)
@@ -741,6 +862,8 @@ class Config(_Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     outcomes: OutcomesConfig = Field(default_factory=OutcomesConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    forward: ForwardConfig = Field(default_factory=ForwardConfig)
+    metrics_export: MetricsExportConfig = Field(default_factory=MetricsExportConfig)
 
     @field_validator("budgets")
     @classmethod

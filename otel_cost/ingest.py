@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from .dedup import RecentSpans, admit
 from .faults import crash_point
+from .forward.forwarder import Forwarder
+from .forward.usage import Usage, add_usage
 from .metrics import Metrics
 from .model import UNATTRIBUTED
 from .pipeline import ProcessedExport
@@ -33,12 +36,19 @@ class Ingestor:
         writer: BatchWriter,
         metrics: Metrics,
         inflight: InflightBytes,
+        *,
+        forwarder: Forwarder | None = None,
+        on_usage: Callable[[Usage], None] | None = None,
     ) -> None:
+        """`forwarder`: where each acknowledged export goes on to (processor mode); `on_usage`: given
+        what each stored export added, per owner and model (the OTLP cost metrics)."""
         self.pool = pool
         self.recent = recent
         self.writer = writer
         self.metrics = metrics
         self.inflight = inflight
+        self.forwarder = forwarder
+        self.on_usage = on_usage
         self._processing = 0  # exports in the pipeline: rows that may still join the pending insert
 
     async def consume(self, body: bytes, kind: str, *, reserved: int = 0) -> ProcessedExport:
@@ -95,12 +105,23 @@ class Ingestor:
             metrics.outcomes.labels("rejected").inc(processed.outcome_rows - processed.accepted)
         if processed.unrecognized_outcomes:
             metrics.outcomes.labels("unrecognized").inc(processed.unrecognized_outcomes)
+        forwarder = self.forwarder
+        if forwarder is not None and processed.forward:
+            if processed.rows and not admitted.rows:
+                forwarder.skip_retry(processed.spans)  # every call was stored (and forwarded) before
+            else:
+                forwarder.submit(processed.forward, processed.spans)
+            for secret, count in processed.forward_redactions.items():
+                metrics.forward_redactions.labels(secret).inc(count)
         if admitted.rows:
+            usage = processed.usage
             if admitted.changed:  # some rows were stored before or rewritten: count what this export stored
-                billable, unpriced, unattributed, spend = _count(admitted.data)
+                billable, unpriced, unattributed, spend = _count(admitted.data, usage if usage else None)
             else:
                 billable, unpriced, unattributed = processed.billable, processed.unpriced, processed.unattributed
                 spend = processed.spend
+            if self.on_usage is not None and usage:
+                self.on_usage(usage)
             metrics.calls_stored.labels("true").inc(billable)
             metrics.calls_stored.labels("false").inc(admitted.rows - billable)
             metrics.unpriced_calls.inc(unpriced)
@@ -113,11 +134,27 @@ _PRICED, _TEAM, _BILLABLE, _COST, _PRICED_MODEL, _RESPONSE_MODEL, _REQUEST_MODEL
     INGEST_COLUMNS.index(name)
     for name in ("priced", "team", "billable", "cost_units", "priced_model", "response_model", "request_model")
 )
+_PROVIDER, _FEATURE, _AGENT, _INPUT, _CACHE_READ, _CACHE_WRITE, _OUTPUT, _REASONING = (
+    INGEST_COLUMNS.index(name)
+    for name in (
+        "provider",
+        "feature",
+        "agent",
+        "input_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+    )
+)
 
 
-def _count(data: bytes) -> tuple[int, int, int, dict[tuple[str, str], int]]:
+def _count(data: bytes, usage: Usage | None = None) -> tuple[int, int, int, dict[tuple[str, str], int]]:
+    """Counts over the lines an export actually stored; `usage`, if given, is rebuilt from them too."""
     billable = unpriced = unattributed = 0
     spend: dict[tuple[str, str], int] = {}
+    if usage is not None:
+        usage.clear()
     for line in data.decode().split("\n")[:-1]:
         fields = line.split("\t")
         if fields[_BILLABLE] == "1":
@@ -125,5 +162,18 @@ def _count(data: bytes) -> tuple[int, int, int, dict[tuple[str, str], int]]:
             unpriced += fields[_PRICED] == "0"
             unattributed += fields[_TEAM] == UNATTRIBUTED
             key = (fields[_TEAM], fields[_PRICED_MODEL] or fields[_RESPONSE_MODEL] or fields[_REQUEST_MODEL])
-            spend[key] = spend.get(key, 0) + int(fields[_COST])
+            units = int(fields[_COST])
+            spend[key] = spend.get(key, 0) + units
+            if usage is not None:
+                add_usage(
+                    usage,
+                    (fields[_PROVIDER], key[1], key[0], fields[_FEATURE], fields[_AGENT]),
+                    units,
+                    fields[_PRICED] == "1",
+                    int(fields[_INPUT]),
+                    int(fields[_CACHE_READ]),
+                    int(fields[_CACHE_WRITE]),
+                    int(fields[_OUTPUT]),
+                    int(fields[_REASONING]),
+                )
     return billable, unpriced, unattributed, spend

@@ -183,6 +183,43 @@ class Metrics:
         self.automatic_caps = Gauge(
             "otel_cost_automatic_caps", "Automatic containment caps in force.", registry=registry
         )
+        self.forward_spans = Counter(
+            "otel_cost_forward_spans",
+            "Spans of acknowledged exports handed on (forward.endpoints), by endpoint and outcome: forwarded, "
+            "rejected (the downstream refused them, not retryable, or in its partial_success), dropped (its queue "
+            "was full, the server stopped, or sending failed), skipped_retry (a client's retry of an export "
+            "forwarded before).",
+            ["endpoint", "outcome"],
+            registry=registry,
+        )
+        self.forward_retries = Counter(
+            "otel_cost_forward_retries",
+            "Forwarding attempts that failed retryably (downstream unavailable, throttling), by endpoint.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.forward_drops = Counter(
+            "otel_cost_forward_dropped_exports",
+            "Exports not delivered to a downstream, by endpoint and reason: queue_full (oldest dropped), "
+            "refused (not retryable), shutdown (still queued when the server stopped), error.",
+            ["endpoint", "reason"],
+            registry=registry,
+        )
+        self.forward_queue_bytes = Gauge(
+            "otel_cost_forward_queue_bytes",
+            "Bytes of exports waiting for a downstream.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.forward_queue_exports = Gauge(
+            "otel_cost_forward_queue_exports", "Exports waiting for a downstream.", ["endpoint"], registry=registry
+        )
+        self.forward_redactions = Counter(
+            "otel_cost_forward_redactions",
+            "Values redacted as secrets in forwarded exports (every span, not only model calls), by kind.",
+            ["kind"],
+            registry=registry,
+        )
         self._budgets = _BudgetCollector()
         registry.register(self._budgets)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from .attribution import Attributor, ResourceOwner
 from .dedup import Link, mark_nested_duplicates, model_signature
+from .forward.enrich import ForwardOptions, enrich_span, scrub_request
+from .forward.usage import Usage, add_usage
 from .model import UNATTRIBUTED, Call
 from .pricing import PriceBook
 from .semconv import (
@@ -78,6 +80,11 @@ class ProcessedExport:
     unrecognized_outcomes: int = 0
 
     redactions: dict[tuple[str, str], int] = field(default_factory=dict)  # (service.name, kind) -> values redacted
+    # `ForwardOptions.spans`: the export as forwarded (enriched, scrubbed, protobuf), with what the
+    # scrub redacted by kind; `ForwardOptions.usage`: billable calls summed for the cost metrics
+    forward: bytes = b""
+    forward_redactions: dict[str, int] = field(default_factory=dict)
+    usage: Usage = field(default_factory=dict)
 
     def reject(self, where: str, reason: str) -> None:
         self.rejected += 1
@@ -98,15 +105,22 @@ class ProcessedExport:
 class Pipeline:
     """Turns exports into lines. Not thread-safe (its caches): one per worker."""
 
-    def __init__(self, price_book: PriceBook, attributor: Attributor, outcomes: OutcomeReader | None = None) -> None:
+    def __init__(
+        self,
+        price_book: PriceBook,
+        attributor: Attributor,
+        outcomes: OutcomeReader | None = None,
+        forward: ForwardOptions | None = None,
+    ) -> None:
         self.price_book = price_book
         self.attributor = attributor
         self.outcomes = outcomes or OutcomeReader()
+        self.forward = forward or ForwardOptions()
 
     def process(self, request: Any) -> ProcessedExport:
         result = ProcessedExport()
         now_ns = time.time_ns()
-        staged: list[tuple[bytes, Call, dict[str, Any], ResourceOwner, tuple[str, str]]] = []
+        staged: list[tuple[bytes, Call, dict[str, Any], ResourceOwner, tuple[str, str], Any]] = []
         keys_here: set[bytes] = set()
         outcome_lines: list[str] = []
         wants_outcomes = self.outcomes.wants
@@ -143,7 +157,7 @@ class Pipeline:
                         result.repeats += 1
                         continue
                     keys_here.add(key)
-                    staged.append((key, call, attrs, resource, resource_map))
+                    staged.append((key, call, attrs, resource, resource_map, span))
             for kind, count in take_redactions().items():  # the resource's values and its spans'
                 where = (resource.service_name, kind)
                 result.redactions[where] = result.redactions.get(where, 0) + count
@@ -152,17 +166,22 @@ class Pipeline:
         owner_attrs: dict[bytes, dict[str, Any]] = {}
         pairs = mark_nested_duplicates([(key, call) for key, call, *_ in staged])
         if pairs:
-            attrs_by_key = {key: attrs for key, _, attrs, _, _ in staged}
+            attrs_by_key = {key: attrs for key, _, attrs, *_ in staged}
             for inner, outer in pairs:
                 owner_attrs[inner] = {**attrs_by_key[outer], **attrs_by_key[inner]}
 
         price, attribute = self.price_book.price, self.attributor.attribute
+        forward = self.forward
+        enrich, usage = forward.spans, forward.usage
         lines: list[str] = []
         links = result.links
         spend = result.spend
-        for key, call, attrs, resource, (resource_keys, resource_values) in staged:
+        for key, call, attrs, resource, (resource_keys, resource_values), span in staged:
             priced = price(call)
             owner = attribute(owner_attrs.get(key, attrs), resource)
+            if enrich:
+                breakdown = self.price_book.breakdown(call, priced) if call.billable else None
+                enrich_span(span, attrs, call, priced, owner, breakdown, forward.gen_ai_usage_cost)
             attribute_keys, attribute_values = encode_map(attrs, TYPED_KEYS)
             if call.billable:
                 result.billable += 1
@@ -172,6 +191,18 @@ class Pipeline:
                     result.unattributed += 1
                 spent = (owner.team, priced.priced_model or call.response_model or call.request_model)
                 spend[spent] = spend.get(spent, 0) + priced.cost_units
+                if usage:
+                    add_usage(
+                        result.usage,
+                        (call.provider, spent[1], owner.team, owner.feature, owner.agent),
+                        priced.cost_units,
+                        priced.priced,
+                        call.input_tokens,
+                        call.cache_read_tokens,
+                        call.cache_write_tokens,
+                        call.output_tokens,
+                        call.reasoning_tokens,
+                    )
                 links.append(
                     (call.trace_id + call.parent_span_id if call.parent_span_id else b"", model_signature(call))
                 )
@@ -235,6 +266,9 @@ class Pipeline:
             outcome_lines.append("")
             result.outcomes = "\n".join(outcome_lines).encode()
             result.outcome_rows = len(outcome_lines) - 1
+        if enrich:
+            scrub_request(request, forward.drop_content, result.forward_redactions)
+            result.forward = request.SerializeToString()
         result.keys = b"".join(key for key, *_ in staged)
         if lines:
             lines.append("")  # every line ends in a newline

@@ -27,6 +27,9 @@ from .dedup import RecentSpans
 from .enforcer import Enforcer
 from .enforcer.webhooks import WebhookSender
 from .errors import ListenError
+from .forward.enrich import ForwardOptions
+from .forward.forwarder import Forwarder
+from .forward.metrics import CostMetrics
 from .ingest import Ingestor
 from .metrics import Metrics
 from .receiver import BearerTokens, add_trace_service, otlp_http_app
@@ -97,6 +100,8 @@ class Server:
         self.alerter: Alerter | None = None
         self._webhooks: WebhookSender | None = None
         self._rates: RatesPublisher | None = None
+        self.forwarder: Forwarder | None = None
+        self.cost_metrics: CostMetrics | None = None
         self._sockets: list[socket.socket] = []
         self._stopped = False
 
@@ -154,18 +159,39 @@ class Server:
         if config.budgets:
             await asyncio.to_thread(enforcer.poll_once)  # gateways never see an empty state from a live server
 
+        if config.metrics_export.endpoint:
+            self.cost_metrics = CostMetrics(config.metrics_export)
+            self.cost_metrics.track_caps(lambda: caps_snapshot(enforcer))
+            enforcer.state.on_change(self.cost_metrics.on_cap_change)
         enforcer.start()
         self._rates = RatesPublisher(store, config)
         self._rates.start()  # the review's list prices (model_rates): on start, then every few minutes
         self.metrics.track_pending(lambda: self._writer.pending_rows if self._writer else 0)
+        if config.forward.endpoints:
+            self.forwarder = Forwarder(config.forward.endpoints, self.metrics)
+            self.forwarder.start()
+        forward = ForwardOptions(
+            spans=self.forwarder is not None,
+            drop_content=config.forward.drop_content,
+            gen_ai_usage_cost=config.forward.gen_ai_usage_cost,
+            usage=self.cost_metrics is not None,
+        )
         self._pool = PipelinePool(
-            config.receiver.workers, config.pricing.overrides, config.attribution, config.outcomes
+            config.receiver.workers, config.pricing.overrides, config.attribution, config.outcomes, forward
         )
         await self._pool.start()
         self.metrics.track_workers(lambda: self._pool.pids if self._pool else [])
         inflight = InflightBytes(config.receiver.max_inflight_bytes)
         self.metrics.track_inflight(lambda: inflight.used)
-        ingestor = Ingestor(self._pool, recent, self._writer, self.metrics, inflight)
+        ingestor = Ingestor(
+            self._pool,
+            recent,
+            self._writer,
+            self.metrics,
+            inflight,
+            forwarder=self.forwarder,
+            on_usage=self.cost_metrics.record if self.cost_metrics is not None else None,
+        )
         ingest_tokens = BearerTokens(config.receiver.bearer_tokens)
         tls = config.receiver.tls
 
@@ -277,6 +303,8 @@ class Server:
                 logger.exception("an HTTP server failed while stopping")
         for sock in self._sockets:
             sock.close()
+        if self.forwarder is not None:  # every acknowledged export is queued by now: deliver, within the grace
+            await asyncio.to_thread(self.forwarder.stop, grace_seconds)
         if self._writer is not None:
             await asyncio.to_thread(self._writer.shutdown, grace_seconds * 1000 + 10_000)
         if self.enforcer is not None:
@@ -287,6 +315,8 @@ class Server:
             await asyncio.to_thread(self.alerter.stop, grace_seconds)
         if self._webhooks is not None:
             await asyncio.to_thread(self._webhooks.stop)
+        if self.cost_metrics is not None:  # a last export: what the final exports and caps added
+            await asyncio.to_thread(self.cost_metrics.shutdown, max(grace_seconds, 1.0))
         if self._pool is not None:
             await asyncio.to_thread(self._pool.shutdown)
         if self._spool is not None:

@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from .attribution import Attributor
 from .config import AttributionConfig, OutcomesConfig, PriceOverride
 from .errors import OverloadedError
+from .forward.enrich import ForwardOptions
 from .pipeline import Pipeline, ProcessedExport
 from .pricing import PriceBook
 from .receiver.codec import decode_request
@@ -42,22 +43,24 @@ def _initialize(
     overrides: Sequence[PriceOverride] = (),
     attribution: AttributionConfig | None = None,
     outcomes: OutcomesConfig | None = None,
+    forward: ForwardOptions | None = None,
 ) -> None:
     global _pipeline
-    _pipeline = Pipeline(PriceBook(overrides), Attributor(attribution), OutcomeReader(outcomes))
+    _pipeline = Pipeline(PriceBook(overrides), Attributor(attribution), OutcomeReader(outcomes), forward)
 
 
 def _worker_initialize(
     overrides: Sequence[PriceOverride] = (),
     attribution: AttributionConfig | None = None,
     outcomes: OutcomesConfig | None = None,
+    forward: ForwardOptions | None = None,
 ) -> None:
     """In a worker process: the pipeline allocates ~30 short-lived containers per span and no cycles,
     while the price catalog is hundreds of thousands of long-lived objects. Python's automatic
     collections would rescan them over and over (measured: a quarter of the worker's time), so the
     worker freezes what exists after start-up and collects on its own schedule instead."""
     _die_with_parent()
-    _initialize(overrides, attribution, outcomes)
+    _initialize(overrides, attribution, outcomes, forward)
     gc.freeze()
     gc.disable()
 
@@ -104,11 +107,13 @@ class PipelinePool:
         overrides: Sequence[PriceOverride] = (),
         attribution: AttributionConfig | None = None,
         outcomes: OutcomesConfig | None = None,
+        forward: ForwardOptions | None = None,
     ) -> None:
         self.workers = workers
         self.overrides = list(overrides)
         self.attribution = attribution
         self.outcomes = outcomes
+        self.forward = forward
         self._inline: Pipeline | None = None  # workers == 0: this pool's own pipeline, in the event loop
         self._executor: ProcessPoolExecutor | None = None
         self.pids: list[int] = []
@@ -120,11 +125,13 @@ class PipelinePool:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_initialize,
-            initargs=(self.overrides, self.attribution, self.outcomes),
+            initargs=(self.overrides, self.attribution, self.outcomes, self.forward),
         )
 
     def _pipeline(self) -> Pipeline:
-        return Pipeline(PriceBook(self.overrides), Attributor(self.attribution), OutcomeReader(self.outcomes))
+        return Pipeline(
+            PriceBook(self.overrides), Attributor(self.attribution), OutcomeReader(self.outcomes), self.forward
+        )
 
     async def start(self) -> None:
         """Start every worker now (imports and price catalog), not on the first export."""

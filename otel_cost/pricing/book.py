@@ -149,6 +149,14 @@ class PriceBook:
             return card.card_for(call)
         return card if isinstance(card, RateCard) else None
 
+    def breakdown(self, call: Call, priced: Priced) -> tuple[int, int, int, int, int, int] | None:
+        """`priced` (this book's price of `call`) split by class (`RateCard.breakdown`); None when the
+        call is unpriced or its card reports no split."""
+        if not priced.priced or not call.usage_reported:
+            return None
+        card = self.card(call)
+        return card.breakdown(call) if card is not None else None
+
     def _resolve(self, call: Call) -> _Card:
         at = call.start_ns
         names = [model for model in (call.response_model, call.request_model) if model]

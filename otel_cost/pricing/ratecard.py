@@ -182,6 +182,28 @@ class RateCard:
             units += c_write * (call.cache_write_tokens - one_hour) + c_write_1h * one_hour
         return _new_priced(Priced, (units, True, self.model_id, self.price_version, ""))  # type: ignore[arg-type]
 
+    def breakdown(self, call: Call) -> tuple[int, int, int, int, int, int] | None:
+        """`price(call)` split by what was paid for, in 10^-24 USD: (input, cache_read, cache_write,
+        output, reasoning, per-request fee), audio inside input and output. The parts add up to the
+        price exactly. None where genai-prices computes the price itself (it reports no split)."""
+        segment = self._flat
+        if segment is None:
+            if self._segments is None:
+                return None
+            prompt = call.input_tokens + call.cache_read_tokens + call.cache_write_tokens
+            segment = self._segments[bisect_left(self._thresholds, prompt)]
+        c_in, c_read, c_write, c_write_1h, c_out, c_reason, c_request, c_in_audio, c_out_audio = segment
+        reasoning = call.reasoning_tokens
+        one_hour = call.cache_write_1h_tokens
+        return (
+            c_in * call.input_tokens + (c_in_audio - c_in) * call.input_audio_tokens,
+            c_read * call.cache_read_tokens,
+            c_write * (call.cache_write_tokens - one_hour) + c_write_1h * one_hour,
+            c_out * (call.output_tokens - reasoning) + (c_out_audio - c_out) * call.output_audio_tokens,
+            c_reason * reasoning,
+            c_request,
+        )
+
     def _price_slowly(self, call: Call) -> Priced:
         if self._entry is None or self._when is None:  # pragma: no cover - fixed cards always have segments
             return Priced(0, False, "", self.price_version, "no price data")
