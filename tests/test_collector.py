@@ -1,5 +1,7 @@
 """The OpenTelemetry Collector configs in `collector/`: a valid component graph, a GenAI filter that keeps
-every call otel-cost bills, durable delivery to otel-cost, and trace ID routing for the scale-out.
+every call otel-cost bills, durable delivery to otel-cost, trace ID routing for the scale-out, and for the
+inline placement an unfiltered path to otel-cost and a return path (otel-cost's processor mode) that
+matches otel-cost's own config fragment and cannot loop.
 
 No collector binary runs here: `check_config` does the structural checks the collector does at start-up
 (and a few of our own), and `dropped` evaluates the filter's OTTL conditions, a small subset of OTTL,
@@ -11,10 +13,11 @@ from __future__ import annotations
 import copy
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -25,14 +28,22 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from otel_cost.config import Config, load_config, parse_endpoint
 from otel_cost.demo import run_demo
+from otel_cost.errors import ConfigError
 from otel_cost.semconv import emitter_for_scope, extract, to_dict
 
 from .conftest import FIXTURES
 from .helpers import make_span
 
 COLLECTOR = Path(__file__).resolve().parent.parent / "collector"
-CONFIGS = sorted(COLLECTOR.glob("*.yaml"))
+#: otel-cost's own config for the inline placement: loaded by otel-cost, not by a collector.
+PROCESSOR_MODE = COLLECTOR / "otel-cost-processor-mode.yaml"
+INLINE = COLLECTOR / "otel-cost-inline.yaml"
+#: Every collector config; each goes through the component-graph and exporter checks.
+CONFIGS = sorted(path for path in COLLECTOR.glob("*.yaml") if path != PROCESSOR_MODE)
+#: The collector configs that filter GenAI spans off to otel-cost (the rest go straight to the backend).
+FANOUT_CONFIGS = [COLLECTOR / "otel-cost-fanout.yaml", COLLECTOR / "otel-cost-loadbalancing.yaml"]
 
 COMPONENT_SECTIONS = ("receivers", "processors", "exporters", "extensions", "connectors")
 TOP_LEVEL_KEYS = frozenset({*COMPONENT_SECTIONS, "service"})
@@ -42,8 +53,21 @@ SIGNALS = frozenset({"traces", "metrics", "logs"})
 #: were renamed to (otlp -> otlp_grpc in v0.144, loadbalancing -> load_balancing), so a typo fails.
 KNOWN_TYPES: dict[str, frozenset[str]] = {
     "receivers": frozenset({"otlp"}),
-    "processors": frozenset({"memory_limiter", "filter", "batch", "transform", "attributes", "resource"}),
-    "exporters": frozenset({"otlp", "otlp_grpc", "otlphttp", "otlp_http", "loadbalancing", "load_balancing", "debug"}),
+    "processors": frozenset(
+        {"memory_limiter", "filter", "batch", "transform", "attributes", "resource", "tail_sampling"}
+    ),
+    "exporters": frozenset(
+        {
+            "otlp",
+            "otlp_grpc",
+            "otlphttp",
+            "otlp_http",
+            "loadbalancing",
+            "load_balancing",
+            "debug",
+            "prometheusremotewrite",
+        }
+    ),
     "extensions": frozenset({"health_check", "file_storage"}),
     "connectors": frozenset({"forward"}),
 }
@@ -260,11 +284,21 @@ def config_path(request: pytest.FixtureRequest) -> Path:
     return path
 
 
+@pytest.fixture(params=FANOUT_CONFIGS, ids=[path.name for path in FANOUT_CONFIGS])
+def fanout_path(request: pytest.FixtureRequest) -> Path:
+    path: Path = request.param
+    return path
+
+
 # --- every config ---------------------------------------------------------------------------------------
 
 
-def test_both_placements_are_there() -> None:
-    assert {path.name for path in CONFIGS} >= {"otel-cost-fanout.yaml", "otel-cost-loadbalancing.yaml"}
+def test_every_file_is_checked_as_what_it_is() -> None:
+    """A new file in collector/ must be placed in one of the lists above, so it gets the right checks."""
+    assert sorted(path.name for path in COLLECTOR.glob("*.yaml")) == sorted(
+        path.name for path in [*FANOUT_CONFIGS, INLINE, PROCESSOR_MODE]
+    )
+    assert sorted(CONFIGS) == sorted([*FANOUT_CONFIGS, INLINE])
 
 
 def test_component_graph_is_valid(config_path: Path) -> None:
@@ -287,8 +321,8 @@ def test_every_pipeline_starts_with_memory_limiter(config_path: Path) -> None:
         assert pipeline["processors"][:1] == ["memory_limiter"], pipeline_id
 
 
-def test_one_receiver_fans_out_to_full_traces_and_to_otel_cost(config_path: Path) -> None:
-    config = load(config_path)
+def test_one_receiver_fans_out_to_full_traces_and_to_otel_cost(fanout_path: Path) -> None:
+    config = load(fanout_path)
     pipelines = config["service"]["pipelines"]
     to_otel_cost = otel_cost_pipelines(config)
     assert len(to_otel_cost) == 1
@@ -304,14 +338,14 @@ def test_one_receiver_fans_out_to_full_traces_and_to_otel_cost(config_path: Path
     assert protocols["http"]["endpoint"].endswith(":4318")
 
 
-def test_filter_names_every_genai_marker(config_path: Path) -> None:
-    text = " ".join(genai_filter(load(config_path)))
+def test_filter_names_every_genai_marker(fanout_path: Path) -> None:
+    text = " ".join(genai_filter(load(fanout_path)))
     assert [marker for marker in GENAI_MARKERS if f'attributes["{marker}"]' not in text] == []
     assert [kind for kind in OPENINFERENCE_MODEL_KINDS if f'"{kind}"' not in text] == []
 
 
-def test_filter_keeps_each_marker_and_drops_the_rest(config_path: Path) -> None:
-    conditions = genai_filter(load(config_path))
+def test_filter_keeps_each_marker_and_drops_the_rest(fanout_path: Path) -> None:
+    conditions = genai_filter(load(fanout_path))
     assert dropped(conditions, {"http.route": "/checkout", "http.request.method": "POST"})
     assert dropped(conditions, {})
     assert dropped(conditions, {"db.system.name": "postgresql", "db.query.text": "SELECT 1"})
@@ -407,6 +441,183 @@ def test_fanout_exports_straight_to_otel_cost() -> None:
     assert config["exporters"]["otlp/otel-cost"]["endpoint"] == "${env:OTEL_COST_ENDPOINT}"
 
 
+# --- the inline placement -------------------------------------------------------------------------------
+
+#: Processors that drop spans: none may stand between the services and otel-cost in the inline placement.
+SPAN_DROPPING = frozenset({"filter", "tail_sampling", "probabilistic_sampler"})
+TEST_ENVIRON = {"OTEL_COST_INGEST_TOKEN": "s3cret-ingest-token"}
+
+
+def receiver_ports(settings: Mapping[str, Any]) -> dict[str, int]:
+    """protocol (grpc, http) -> the port an `otlp` receiver listens on."""
+    return {protocol: parse_endpoint(server["endpoint"])[1] for protocol, server in settings["protocols"].items()}
+
+
+def substitute(text: str, environ: Mapping[str, str]) -> str:
+    """`${env:NAME}` replaced as the collector does (the inline config's references have no defaults)."""
+    return re.sub(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}", lambda match: environ[match.group(1)], text)
+
+
+def with_tail_sampling(text: str) -> str:
+    """The inline config with its commented-out tail sampling switched on, as its comments say: the
+    `# tail_sampling:` block uncommented, and the commented `# processors:` line that names tail_sampling
+    in place of the active line just above it."""
+    out: list[str] = []
+    block: str | None = None  # the indentation of the tail_sampling block being uncommented
+    for line in text.splitlines():
+        if block is not None and line.startswith(f"{block}#   "):
+            out.append(block + line[len(block) + 2 :])
+            continue
+        block = None
+        start = re.match(r"^(\s*)# (tail_sampling:)$", line)
+        alternative = re.match(r"^(\s*)# (processors: \[.*\btail_sampling\b.*\])", line)
+        if start:
+            block = start.group(1)
+            out.append(block + start.group(2))
+        elif alternative and out and out[-1].startswith(f"{alternative.group(1)}processors:"):
+            out[-1] = alternative.group(1) + alternative.group(2)
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def otel_cost_targets(config: Config) -> dict[str, tuple[str, str, str]]:
+    """What otel-cost sends to the collector, per section of its config: (URL, protocol, signal)."""
+    (forward,) = config.forward.endpoints
+    metrics = config.metrics_export
+    return {
+        "forward": (forward.endpoint, forward.protocol, "traces"),
+        "metrics_export": (metrics.endpoint or "", metrics.protocol, "metrics"),
+    }
+
+
+@pytest.fixture(scope="module")
+def processor_mode() -> Config:
+    return load_config(PROCESSOR_MODE, environ=TEST_ENVIRON)
+
+
+def test_inline_sends_every_span_to_otel_cost_unfiltered() -> None:
+    config = load(INLINE)
+    pipeline = config["service"]["pipelines"]["traces/to-otel-cost"]
+    assert otel_cost_pipelines(config) == {"traces/to-otel-cost": pipeline}
+    assert pipeline["receivers"] == ["otlp"]
+    kinds = [component_type(p) for p in pipeline["processors"]]
+    assert [kind for kind in kinds if kind in SPAN_DROPPING] == [], "otel-cost must see every span to bill it"
+    assert kinds == ["memory_limiter", "batch"]
+    # otel-cost is the only way on: a second exporter would send the backend every span twice, once bare
+    assert pipeline["exporters"] == ["otlp/otel-cost"]
+    assert config["exporters"]["otlp/otel-cost"]["endpoint"] == "${env:OTEL_COST_ENDPOINT}"
+    protocols = config["receivers"]["otlp"]["protocols"]
+    assert receiver_ports(config["receivers"]["otlp"]) == {"grpc": 4317, "http": 4318}
+    assert set(protocols) == {"grpc", "http"}
+
+
+def test_inline_backend_gets_only_what_otel_cost_forwards_and_nothing_loops() -> None:
+    config = load(INLINE)
+    pipelines = config["service"]["pipelines"]
+    into_backend = {pid: p for pid, p in pipelines.items() if "otlp/tracing" in p["exporters"]}
+    assert list(into_backend) == ["traces/enriched"]
+    assert into_backend["traces/enriched"]["receivers"] == ["otlp/enriched"]
+    assert config["exporters"]["otlp/tracing"]["endpoint"] == "${env:TRACING_BACKEND_ENDPOINT}"
+    # what otel-cost sends back never goes to otel-cost again
+    for pipeline_id, pipeline in pipelines.items():
+        if "otlp/enriched" in pipeline["receivers"]:
+            assert not [e for e in pipeline["exporters"] if "otel-cost" in e], pipeline_id
+    ports = receiver_ports(config["receivers"]["otlp"])
+    enriched = receiver_ports(config["receivers"]["otlp/enriched"])
+    assert set(ports.values()).isdisjoint(enriched.values())
+
+
+def test_inline_passes_otel_cost_metrics_on() -> None:
+    config = load(INLINE)
+    metrics = {pid: p for pid, p in config["service"]["pipelines"].items() if component_type(pid) == "metrics"}
+    assert list(metrics.values()) == [
+        {
+            "receivers": ["otlp/enriched"],
+            "processors": ["memory_limiter", "batch"],
+            "exporters": ["prometheusremotewrite"],
+        }
+    ]
+    assert config["exporters"]["prometheusremotewrite"] == {"endpoint": "${env:PROMETHEUS_REMOTE_WRITE_ENDPOINT}"}
+
+
+def test_processor_mode_loads_with_otel_cost_config_loader(processor_mode: Config) -> None:
+    text = PROCESSOR_MODE.read_text()
+    assert duplicate_keys(text) == []
+    assert env_problems(text) == []
+    assert "service" not in yaml.safe_load(text), "an otel-cost config, not a collector config"
+    assert processor_mode.receiver.bearer_tokens == [TEST_ENVIRON["OTEL_COST_INGEST_TOKEN"]]
+    assert parse_endpoint(processor_mode.receiver.grpc_endpoint)[1] == 4317
+    (endpoint,) = processor_mode.forward.endpoints
+    assert (endpoint.name, endpoint.protocol, endpoint.compression) == ("collector", "grpc", "gzip")
+    assert processor_mode.forward.drop_content is False
+    assert processor_mode.metrics_export.endpoint is not None
+
+
+def test_processor_mode_needs_the_ingest_token() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(PROCESSOR_MODE, environ={})
+    assert str(caught.value) == (
+        "receiver.bearer_tokens[0]: environment variable OTEL_COST_INGEST_TOKEN is not set "
+        "(write ${env:OTEL_COST_INGEST_TOKEN:-default} to make it optional)"
+    )
+
+
+def test_collector_sends_the_token_otel_cost_expects(processor_mode: Config) -> None:
+    header = load(INLINE)["exporters"]["otlp/otel-cost"]["headers"]["authorization"]
+    assert substitute(header, TEST_ENVIRON) == f"Bearer {processor_mode.receiver.bearer_tokens[0]}"
+
+
+@pytest.mark.parametrize("what", ["forward", "metrics_export"])
+def test_otel_cost_sends_to_the_enriched_receiver(processor_mode: Config, what: str) -> None:
+    config = load(INLINE)
+    url, protocol, signal = otel_cost_targets(processor_mode)[what]
+    parsed = urlsplit(url)
+    # the port of otlp/enriched, for the protocol otel-cost speaks ...
+    server = config["receivers"]["otlp/enriched"]["protocols"][{"grpc": "grpc", "http/protobuf": "http"}[protocol]]
+    assert parsed.port == parse_endpoint(server["endpoint"])[1]
+    # ... never a port of the receiver that feeds otel-cost (that would loop)
+    assert parsed.port not in receiver_ports(config["receivers"]["otlp"]).values()
+    # plaintext at both ends, or TLS at both ends
+    assert (parsed.scheme == "https") == ("tls" in server)
+    # and a pipeline of that signal takes what arrives there
+    assert [
+        pid
+        for pid, p in config["service"]["pipelines"].items()
+        if component_type(pid) == signal and "otlp/enriched" in p["receivers"]
+    ]
+
+
+def test_enriched_receiver_takes_the_largest_export_otel_cost_forwards(processor_mode: Config) -> None:
+    """otel-cost forwards every export it accepted (up to receiver.max_request_bytes, plus the attributes
+    it adds), merged up to max_batch_bytes; the collector's gRPC server refuses a message over
+    max_recv_msg_size_mib (default 4) with RESOURCE_EXHAUSTED, which otel-cost does not retry."""
+    server = load(INLINE)["receivers"]["otlp/enriched"]["protocols"]["grpc"]
+    limit = server.get("max_recv_msg_size_mib", 4) * 1024 * 1024
+    (target,) = processor_mode.forward.endpoints
+    assert limit > processor_mode.receiver.max_request_bytes, "room for the otel_cost.* attributes"
+    assert limit >= target.max_batch_bytes
+
+
+def test_inline_tail_sampling_comes_after_otel_cost() -> None:
+    """The commented-out tail sampling is a valid config once switched on, and samples only what otel-cost
+    has already priced (sampling before it would hide spend)."""
+    text = INLINE.read_text()
+    sampled = with_tail_sampling(text)
+    assert sampled != text
+    config = yaml.safe_load(sampled)
+    assert check_config(config) == []
+    pipelines = config["service"]["pipelines"]
+    assert pipelines["traces/enriched"]["processors"] == ["memory_limiter", "tail_sampling", "batch"]
+    assert "tail_sampling" not in pipelines["traces/to-otel-cost"]["processors"]
+    policies = config["processors"]["tail_sampling"]["policies"]
+    conditions = [c for p in policies if p["type"] == "ottl_condition" for c in p["ottl_condition"]["span"]]
+    assert [c for c in conditions if 'attributes["otel_cost.cost.amount"]' in c], "samples by cost"
+    assert {p["type"] for p in policies} >= {"status_code", "probabilistic"}
+    # switched off, as shipped
+    assert "tail_sampling" not in (load(INLINE)["processors"] or {})
+
+
 # --- the filter against real spans ------------------------------------------------------------------------
 
 
@@ -458,9 +669,9 @@ def spans(exports: list[ExportTraceServiceRequest]) -> Iterator[tuple[str, str, 
 
 
 def test_filter_keeps_every_call_otel_cost_bills(
-    config_path: Path, real_exports: list[ExportTraceServiceRequest]
+    fanout_path: Path, real_exports: list[ExportTraceServiceRequest]
 ) -> None:
-    conditions = genai_filter(load(config_path))
+    conditions = genai_filter(load(fanout_path))
     now_ns = time.time_ns()
     billed: dict[str, int] = {}
     lost: list[str] = []
@@ -485,11 +696,11 @@ def test_filter_keeps_every_call_otel_cost_bills(
 
 
 def test_filter_lets_no_span_otel_cost_stores_slip_away_unnoticed(
-    config_path: Path, real_exports: list[ExportTraceServiceRequest]
+    fanout_path: Path, real_exports: list[ExportTraceServiceRequest]
 ) -> None:
     """On this traffic, every span otel-cost turns into a row reaches it, the non-billable wrapper and
     agent spans included: behind the filter it stores the same rows as when it is sent everything."""
-    conditions = genai_filter(load(config_path))
+    conditions = genai_filter(load(fanout_path))
     now_ns = time.time_ns()
     rows = [
         f"{scope}: {span.name}"
@@ -500,10 +711,10 @@ def test_filter_lets_no_span_otel_cost_stores_slip_away_unnoticed(
     assert rows == []
 
 
-def test_filter_drops_openinference_aggregates_otel_cost_would_not_bill(config_path: Path) -> None:
+def test_filter_drops_openinference_aggregates_otel_cost_would_not_bill(fanout_path: Path) -> None:
     """The one known difference from sending everything (collector/README.md): an OpenInference chain or
     agent span with its children's summed usage is a billable = 0 row that the filter drops."""
-    conditions = genai_filter(load(config_path))
+    conditions = genai_filter(load(fanout_path))
     emitter = emitter_for_scope("openinference.instrumentation.langchain", "0.1.50")
     for kind in ("CHAIN", "AGENT", "TOOL"):
         attributes = {"openinference.span.kind": kind, "llm.token_count.prompt": 900, "llm.token_count.completion": 90}
