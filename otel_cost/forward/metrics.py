@@ -29,6 +29,8 @@ from urllib.parse import urlparse
 
 import grpc
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GRPCMetricExporter
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPMetricExporter
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import Counter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
@@ -83,11 +85,11 @@ class CostMetrics:
         self._series: set[UsageKey] = set()
         self._lock = threading.Lock()
         self._snapshot: CapSnapshot | None = None
-        self._last_actions: dict[tuple[str, str], str] = {}
+        self._last_actions: dict[tuple[str, str], str] | None = None  # None: no document seen yet
         self._closed = False
 
         self._reader = PeriodicExportingMetricReader(
-            _exporter(config),
+            _exporter(config, config.endpoint),
             export_interval_millis=config.interval_seconds * 1000,
             export_timeout_millis=config.timeout_seconds * 1000,
         )
@@ -121,9 +123,13 @@ class CostMetrics:
         )
 
     def record(self, usage: Mapping[UsageKey, Sequence[int]]) -> None:
-        """Add one stored export's billable calls (`forward.usage` sums); cheap, from any thread."""
+        """Add one stored export's billable calls (`forward.usage` sums); cheap, from any thread.
+
+        Zero sums add nothing: a series of unpriced calls has calls and tokens but no $0 of spend."""
         merged: dict[UsageKey, list[int]] = {}
         with self._lock:
+            if self._closed:  # the last export is gone: nothing would carry these
+                return
             for key, sums in usage.items():
                 series = self._admit(key)
                 total = merged.get(series)
@@ -147,8 +153,18 @@ class CostMetrics:
                 self._calls.add(unpriced, {**attributes, "otel_cost.priced": False})
 
     def track_caps(self, snapshot: CapSnapshot) -> None:
-        """The cap state the budget gauges read at every collection: (version, cap documents)."""
-        self._snapshot = snapshot
+        """The cap state the budget gauges read at every collection: (version, cap documents).
+
+        The state at this moment is also the first document `cap.changes` compares against (counting
+        its non-allow caps as first appearances) unless `on_cap_change` saw one already: the server
+        registers the listener after its first evaluation, whose document the listener never hears of.
+        """
+        with self._lock:
+            self._snapshot = snapshot
+            if self._last_actions is not None:
+                return
+            changes = self._advance(_actions(snapshot()[1]))
+        self._count_changes(changes)
 
     def on_cap_change(self, version: int, body: bytes) -> None:
         """Count the caps whose action differs from the previous document (a `CapState.on_change` listener).
@@ -157,15 +173,13 @@ class CostMetrics:
         automatic cap disappears), so a cap first seen in a non-allow action is a change too.
         """
         try:
-            caps = json.loads(body)["caps"]
-            actions = {(cap["budget"], _group(cap["scope"])): str(cap["action"]) for cap in caps}
+            actions = _actions(json.loads(body)["caps"])
         except (ValueError, KeyError, TypeError, AttributeError):
             logger.exception("metrics_export: cap state version %s is not a cap document; not counted", version)
             return
         with self._lock:
-            previous, self._last_actions = self._last_actions, actions
-        for budget, action in _changes(previous, actions):
-            self._cap_changes.add(1, {"otel_cost.budget": budget, "otel_cost.cap.action": action})
+            changes = self._advance(actions)
+        self._count_changes(changes)
 
     def shutdown(self, timeout_seconds: float = 5.0) -> None:
         """Export what was recorded one last time, then stop; returns within `timeout_seconds` even when
@@ -187,6 +201,15 @@ class CostMetrics:
             return _OTHER
         self._series.add(key)
         return key
+
+    def _advance(self, actions: dict[tuple[str, str], str]) -> list[tuple[str, str]]:
+        """Make `actions` the latest document; what changed since the previous one (lock held)."""
+        previous, self._last_actions = self._last_actions or {}, actions
+        return _changes(previous, actions)
+
+    def _count_changes(self, changes: list[tuple[str, str]]) -> None:
+        for budget, action in changes:
+            self._cap_changes.add(1, {"otel_cost.budget": budget, "otel_cost.cap.action": action})
 
     def _budget_callback(self, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
@@ -220,6 +243,10 @@ def _group(scope: Mapping[str, Any]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(scope.items()))
 
 
+def _actions(caps: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+    return {(str(cap["budget"]), _group(cap["scope"])): str(cap["action"]) for cap in caps}
+
+
 def _changes(previous: Mapping[tuple[str, str], str], current: Mapping[tuple[str, str], str]) -> list[tuple[str, str]]:
     """(budget, new action) of every cap whose action moved; a cap missing from a document is `allow`."""
     keys = sorted(previous.keys() | current.keys())
@@ -236,30 +263,21 @@ def _views(max_series: int) -> list[View]:
     return [View(instrument_type=Counter, aggregation_cardinality_limit=(max_series + 1) * _STREAMS_PER_SERIES)]
 
 
-def _exporter(config: MetricsExportConfig) -> MetricExporter:
-    assert config.endpoint is not None
+def _exporter(config: MetricsExportConfig, endpoint: str) -> MetricExporter:
     timeout = config.timeout_seconds
     if config.protocol == "grpc":
-        secure = config.endpoint.startswith("https://")
+        secure = endpoint.startswith("https://")
         return GRPCMetricExporter(
-            endpoint=config.endpoint,
+            endpoint=endpoint,
             insecure=not secure,
             credentials=_grpc_credentials(config) if secure else None,
             headers=dict(config.headers),
             timeout=timeout,
             compression=grpc.Compression.Gzip if config.compression == "gzip" else grpc.Compression.NoCompression,
         )
-    try:
-        from opentelemetry.exporter.otlp.proto.http import Compression
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPMetricExporter
-    except ImportError as exc:
-        raise ConfigError(
-            "metrics_export.protocol is 'http/protobuf' but opentelemetry-exporter-otlp-proto-http is not "
-            "installed (pip install opentelemetry-exporter-otlp-proto-http, or use protocol: grpc)"
-        ) from exc
     tls = config.tls
     return HTTPMetricExporter(
-        endpoint=_http_url(config.endpoint),
+        endpoint=_http_url(endpoint),
         certificate_file=str(tls.ca_file) if tls and tls.ca_file else None,
         client_certificate_file=str(tls.cert_file) if tls and tls.cert_file else None,
         client_key_file=str(tls.key_file) if tls and tls.key_file else None,
