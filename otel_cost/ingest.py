@@ -106,11 +106,11 @@ class Ingestor:
         if processed.unrecognized_outcomes:
             metrics.outcomes.labels("unrecognized").inc(processed.unrecognized_outcomes)
         forwarder = self.forwarder
-        if forwarder is not None and processed.forward:
+        if forwarder is not None and processed.spans:
             if processed.rows and not admitted.rows:
                 forwarder.skip_retry(processed.spans)  # every call was stored (and forwarded) before
             else:
-                forwarder.submit(processed.forward, processed.spans)
+                forwarder.submit(body if processed.forward_as_received else processed.forward, processed.spans)
             for secret, count in processed.forward_redactions.items():
                 metrics.forward_redactions.labels(secret).inc(count)
         if admitted.rows:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .attribution import Attributor, ResourceOwner
 from .dedup import Link, mark_nested_duplicates, model_signature
-from .forward.enrich import ForwardOptions, enrich_span, scrub_request
+from .forward.enrich import ForwardOptions, enrich_span, needs_scrub, scrub_resource, scrub_span
 from .forward.usage import Usage, add_usage
 from .model import UNATTRIBUTED, Call
 from .pricing import PriceBook
@@ -83,6 +83,7 @@ class ProcessedExport:
     # `ForwardOptions.spans`: the export as forwarded (enriched, scrubbed, protobuf), with what the
     # scrub redacted by kind; `ForwardOptions.usage`: billable calls summed for the cost metrics
     forward: bytes = b""
+    forward_as_received: bool = False  # forward the received protobuf bytes themselves (`forward` is empty)
     forward_redactions: dict[str, int] = field(default_factory=dict)
     usage: Usage = field(default_factory=dict)
 
@@ -125,6 +126,9 @@ class Pipeline:
         outcome_lines: list[str] = []
         wants_outcomes = self.outcomes.wants
         take_redactions()  # counted elsewhere in this process: not this export's
+        forward = self.forward
+        enrich = forward.spans
+        to_scrub: list[tuple[Any, bool]] = []  # forwarding: each span, and whether its attributes need it
         for resource_index, resource_spans in enumerate(request.resource_spans):
             resource_attrs = to_dict(resource_spans.resource.attributes)
             problem = _resource_problem(resource_attrs)
@@ -133,6 +137,8 @@ class Pipeline:
                     for span_index, span in enumerate(scope_spans.spans):
                         result.spans += 1
                         result.reject(_span_name(span, resource_index, span_index), problem)
+                        if enrich:
+                            to_scrub.append((span, True))
                 continue
             redact_values(resource_attrs)
             resource = self.attributor.resource(resource_attrs)
@@ -143,6 +149,8 @@ class Pipeline:
                 for span_index, span in enumerate(scope_spans.spans):
                     result.spans += 1
                     attrs, repeated = to_dict_counted(span.attributes)
+                    if enrich:  # before anything redacts `attrs` in place
+                        to_scrub.append((span, needs_scrub(attrs, repeated, len(span.attributes))))
                     if wants_outcomes(span, attrs):
                         self._read_outcomes(span, attrs, resource, result, outcome_lines)
                     try:
@@ -171,8 +179,7 @@ class Pipeline:
                 owner_attrs[inner] = {**attrs_by_key[outer], **attrs_by_key[inner]}
 
         price, attribute = self.price_book.price, self.attributor.attribute
-        forward = self.forward
-        enrich, usage = forward.spans, forward.usage
+        usage = forward.usage
         lines: list[str] = []
         links = result.links
         spend = result.spend
@@ -267,8 +274,16 @@ class Pipeline:
             result.outcomes = "\n".join(outcome_lines).encode()
             result.outcome_rows = len(outcome_lines) - 1
         if enrich:
-            scrub_request(request, forward.drop_content, result.forward_redactions)
-            result.forward = request.SerializeToString()
+            counts, drop_content = result.forward_redactions, forward.drop_content
+            changed = bool(staged)  # enriched
+            for resource_spans in request.resource_spans:
+                changed = scrub_resource(resource_spans, drop_content, counts) or changed
+            for span, attributes in to_scrub:
+                changed = scrub_span(span, attributes, drop_content, counts) or changed
+            if changed:
+                result.forward = request.SerializeToString()
+            else:
+                result.forward_as_received = True  # no model call, no secret: the bytes that came in go on
         result.keys = b"".join(key for key, *_ in staged)
         if lines:
             lines.append("")  # every line ends in a newline

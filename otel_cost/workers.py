@@ -26,7 +26,7 @@ from .errors import OverloadedError
 from .forward.enrich import ForwardOptions
 from .pipeline import Pipeline, ProcessedExport
 from .pricing import PriceBook
-from .receiver.codec import decode_request
+from .receiver.codec import PROTOBUF, decode_request
 from .semconv.outcomes import OutcomeReader
 
 __all__ = ["PipelinePool", "process_payload"]
@@ -89,7 +89,12 @@ def process_payload(body: bytes, kind: str, pipeline: Pipeline | None = None) ->
         pipeline = _pipeline
     assert pipeline is not None
     try:
-        return pipeline.process(decode_request(body, kind))
+        request = decode_request(body, kind)
+        processed = pipeline.process(request)
+        if processed.forward_as_received and kind != PROTOBUF:
+            processed.forward = request.SerializeToString()  # forwarded as protobuf, whatever came in
+            processed.forward_as_received = False
+        return processed
     finally:
         _exports += 1
         if not gc.isenabled() and _exports % _COLLECT_EVERY == 0:

@@ -19,11 +19,12 @@ trace counts each call once.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
 from ..model import Call, Owner, Priced
-from ..semconv.policy import CONTENT, REDACTED, SECRET, SECRET_ATTRIBUTE, classify_key, clean_text
+from ..semconv.policy import CONTENT, REDACTED, SECRET, SECRET_ATTRIBUTE, classify_key, clean_text, suspicious
 
 __all__ = [
     "ATTRIBUTES",
@@ -31,7 +32,10 @@ __all__ = [
     "ForwardOptions",
     "enrich_span",
     "exact_usd",
+    "needs_scrub",
     "scrub_request",
+    "scrub_resource",
+    "scrub_span",
 ]
 
 
@@ -101,6 +105,87 @@ def exact_usd(units: int) -> str:
     return f"{whole}.{fraction:024d}".rstrip("0")
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# The attributes are written as serialized protobuf and merged into the span in one call
+# (`MergeFromString` appends to a repeated field): about a tenth of the cost of building each KeyValue
+# through the protobuf API. Span.attributes is field 9; KeyValue.key 1 and .value 2; AnyValue's
+# string_value 1, bool_value 2, double_value 4.
+def _key_field(key: str) -> bytes:
+    raw = key.encode()
+    return b"\x0a" + _varint(len(raw)) + raw
+
+
+def _string_attribute(key: str, value: str) -> bytes:
+    raw = value.encode("utf-8", "replace")
+    any_value = b"\x0a" + _varint(len(raw)) + raw
+    key_value = _key_field(key) + b"\x12" + _varint(len(any_value)) + any_value
+    return b"\x4a" + _varint(len(key_value)) + key_value
+
+
+def _bool_attribute(key: str, value: bool) -> bytes:
+    key_value = _key_field(key) + b"\x12\x02\x10" + (b"\x01" if value else b"\x00")
+    return b"\x4a" + _varint(len(key_value)) + key_value
+
+
+def _double_prefix(key: str) -> bytes:
+    """Everything of a double attribute but its 8 value bytes (`struct.pack("<d", ...)`)."""
+    key_field = _key_field(key)
+    return b"\x4a" + _varint(len(key_field) + 11) + key_field + b"\x12\x09\x21"
+
+
+_BILLABLE_TRUE = _bool_attribute(BILLABLE, True)
+_BILLABLE_FALSE = _bool_attribute(BILLABLE, False)
+_UNPRICED_TRUE = _bool_attribute(UNPRICED, True)
+_UNPRICED_FALSE = _bool_attribute(UNPRICED, False)
+_USD = _string_attribute(CURRENCY, "USD")
+_AMOUNT = _double_prefix(AMOUNT)
+_CLASSES = tuple(_double_prefix(name) for name in CLASS_ATTRIBUTES)
+_GEN_AI_AMOUNT_PREFIX = _double_prefix(_GEN_AI_AMOUNT)
+_GEN_AI_TAIL = _string_attribute(_GEN_AI_CURRENCY, "USD") + _string_attribute(_GEN_AI_SOURCE, "local")
+_pack_double = struct.Struct("<d").pack
+
+# Owners, price versions and models repeat across spans: their attributes are serialized once.
+_owner_cache: dict[tuple[str, ...], bytes] = {}
+_OWNER_CACHE_LIMIT = 10_000
+
+
+def _owner_attributes(priced: Priced, owner: Owner, unpriced_reason: str) -> bytes:
+    key = (
+        priced.price_version,
+        priced.priced_model,
+        owner.team,
+        owner.cost_center,
+        owner.feature,
+        owner.agent,
+        unpriced_reason,
+    )
+    cached = _owner_cache.get(key)
+    if cached is None:
+        parts = []
+        if priced.priced_model:
+            parts.append(_string_attribute(PRICED_MODEL, priced.priced_model))
+        if unpriced_reason:
+            parts.append(_string_attribute(UNPRICED_REASON, unpriced_reason))
+        parts.append(_string_attribute(PRICE_VERSION, priced.price_version))
+        parts.append(_string_attribute(TEAM, owner.team))  # "unattributed" when no rule named one: worth seeing
+        for name, value in ((COST_CENTER, owner.cost_center), (FEATURE, owner.feature), (AGENT, owner.agent)):
+            if value:
+                parts.append(_string_attribute(name, value))
+        cached = b"".join(parts)
+        if len(_owner_cache) >= _OWNER_CACHE_LIMIT:
+            _owner_cache.clear()
+        _owner_cache[key] = cached
+    return cached
+
+
 def enrich_span(
     span: Any,
     attrs: dict[str, Any],
@@ -112,56 +197,36 @@ def enrich_span(
 ) -> None:
     """Append the cost attributes to `span` (its protobuf). `attrs`: the span's attribute dict as the
     pipeline read it, to find keys that are ours already without a pass over the protobuf."""
-    key_values = span.attributes
     ours = ATTRIBUTES.intersection(attrs)
     if ours:
-        _remove(key_values, ours)
-
-    def text(key: str, value: str) -> None:
-        kv = key_values.add()
-        kv.key = key
-        kv.value.string_value = value
-
-    def flag(key: str, value: bool) -> None:
-        kv = key_values.add()
-        kv.key = key
-        kv.value.bool_value = value
-
-    def usd(key: str, units: int) -> None:
-        kv = key_values.add()
-        kv.key = key
-        kv.value.double_value = units / _UNITS_PER_USD  # int / int: the correctly rounded double
-
-    billable = call.billable
-    flag(BILLABLE, billable)
-    if billable:
-        flag(UNPRICED, not priced.priced)
-        if priced.priced:
-            units = priced.cost_units
-            usd(AMOUNT, units)
-            text(EXACT, exact_usd(units))
-            text(CURRENCY, "USD")
-            if breakdown is not None:
-                for name, part in zip(CLASS_ATTRIBUTES, breakdown, strict=True):
-                    usd(name, part)
-            if priced.priced_model:
-                text(PRICED_MODEL, priced.priced_model)
-            if gen_ai_usage_cost and _GEN_AI_AMOUNT not in attrs:
-                if _GEN_AI_CURRENCY in attrs or _GEN_AI_SOURCE in attrs:
-                    _remove(key_values, set(_GEN_AI_KEYS))
-                usd(_GEN_AI_AMOUNT, units)
-                text(_GEN_AI_CURRENCY, "USD")
-                text(_GEN_AI_SOURCE, "local")
-        elif priced.reason:
-            text(UNPRICED_REASON, priced.reason)
-    text(PRICE_VERSION, priced.price_version)
-    text(TEAM, owner.team)  # "unattributed" when no rule named one: that is worth seeing on the span
-    if owner.cost_center:
-        text(COST_CENTER, owner.cost_center)
-    if owner.feature:
-        text(FEATURE, owner.feature)
-    if owner.agent:
-        text(AGENT, owner.agent)
+        _remove(span.attributes, ours)
+    if not call.billable:
+        span.MergeFromString(_BILLABLE_FALSE + _owner_attributes(priced, owner, ""))
+        return
+    if not priced.priced:
+        extra = _BILLABLE_TRUE + _UNPRICED_TRUE + _owner_attributes(priced, owner, priced.reason)
+        span.MergeFromString(extra)
+        return
+    units = priced.cost_units
+    amount = units / _UNITS_PER_USD  # int / int: the correctly rounded double
+    parts = [
+        _BILLABLE_TRUE,
+        _UNPRICED_FALSE,
+        _AMOUNT + _pack_double(amount),
+        _string_attribute(EXACT, exact_usd(units)),
+        _USD,
+    ]
+    if breakdown is not None:
+        for prefix, part in zip(_CLASSES, breakdown, strict=True):
+            if part:  # a class that cost nothing is left out
+                parts.append(prefix + _pack_double(part / _UNITS_PER_USD))
+    if gen_ai_usage_cost and _GEN_AI_AMOUNT not in attrs:
+        if _GEN_AI_CURRENCY in attrs or _GEN_AI_SOURCE in attrs:
+            _remove(span.attributes, set(_GEN_AI_KEYS))
+        parts.append(_GEN_AI_AMOUNT_PREFIX + _pack_double(amount))
+        parts.append(_GEN_AI_TAIL)
+    parts.append(_owner_attributes(priced, owner, ""))
+    span.MergeFromString(b"".join(parts))
 
 
 def _remove(key_values: Any, keys: set[str] | frozenset[str]) -> None:
@@ -170,56 +235,109 @@ def _remove(key_values: Any, keys: set[str] | frozenset[str]) -> None:
             del key_values[index]
 
 
-def scrub_request(request: Any, drop_content: bool, counts: dict[str, int]) -> None:
+def needs_scrub(attrs: dict[str, Any], repeated: int, total: int) -> bool:
+    """Whether a span's attributes (read into `attrs` by `to_dict_counted`, `total` KeyValues) hold
+    anything the forwarded copy must not: content (left out of `attrs`), a secret-named key (its
+    value replaced by REDACTED) or a value with a secret's marker. Call it before anything redacts
+    `attrs` in place. Most spans have none: their protobuf attributes are not walked again."""
+    if len(attrs) + repeated != total:
+        return True
+    for value in attrs.values():
+        kind = type(value)
+        if kind is str:
+            if value is REDACTED or suspicious(value):
+                return True
+        elif kind is list:
+            for item in value:
+                item_kind = type(item)
+                if item_kind is str:
+                    if suspicious(item):
+                        return True
+                elif item_kind is not int and item_kind is not float and item_kind is not bool:
+                    return True  # a nested list or map: walked on the protobuf
+        elif kind is dict:
+            return True
+    return False
+
+
+def scrub_span(span: Any, attributes: bool, drop_content: bool, counts: dict[str, int]) -> bool:
+    """Scrub a span's events, links and status message, and its attributes when `attributes` says
+    so (`needs_scrub`). True when anything changed."""
+    changed = False
+    if attributes:
+        changed = _scrub(span.attributes, drop_content, counts)
+    if span.events:
+        for event in span.events:
+            changed = _scrub(event.attributes, drop_content, counts) or changed
+    if span.links:
+        for link in span.links:
+            changed = _scrub(link.attributes, drop_content, counts) or changed
+    message = span.status.message
+    if message:
+        clean = clean_text(message, counts)
+        if clean is not message and clean != message:
+            span.status.message = clean
+            changed = True
+    return changed
+
+
+def scrub_resource(resource_spans: Any, drop_content: bool, counts: dict[str, int]) -> bool:
+    """Scrub a resource's attributes and those of its scopes (the spans are scrubbed one by one).
+    True when anything changed."""
+    changed = _scrub(resource_spans.resource.attributes, drop_content, counts)
+    for scope_spans in resource_spans.scope_spans:
+        if scope_spans.scope.attributes:
+            changed = _scrub(scope_spans.scope.attributes, drop_content, counts) or changed
+    return changed
+
+
+def scrub_request(request: Any, drop_content: bool, counts: dict[str, int]) -> bool:
     """Redact secrets in every attribute of the export (in place), and drop content when asked.
-    Each redaction is counted by kind in `counts` (`semconv.policy.KINDS`)."""
+    Each redaction is counted by kind in `counts` (`semconv.policy.KINDS`). True when anything changed."""
+    changed = False
     for resource_spans in request.resource_spans:
-        _scrub(resource_spans.resource.attributes, drop_content, counts)
+        changed = scrub_resource(resource_spans, drop_content, counts) or changed
         for scope_spans in resource_spans.scope_spans:
-            _scrub(scope_spans.scope.attributes, drop_content, counts)
             for span in scope_spans.spans:
-                _scrub(span.attributes, drop_content, counts)
-                for event in span.events:
-                    _scrub(event.attributes, drop_content, counts)
-                for link in span.links:
-                    _scrub(link.attributes, drop_content, counts)
-                message = span.status.message
-                if message:
-                    clean = clean_text(message, counts)
-                    if clean is not message:
-                        span.status.message = clean
+                changed = scrub_span(span, True, drop_content, counts) or changed
+    return changed
 
 
-def _scrub(key_values: Any, drop_content: bool, counts: dict[str, int]) -> None:
+def _scrub(key_values: Any, drop_content: bool, counts: dict[str, int]) -> bool:
+    changed = False
     dropped: list[int] | None = None
     for index, kv in enumerate(key_values):
         verdict = classify_key(kv.key)
         if verdict == SECRET:
             kv.value.string_value = REDACTED  # replaces whatever the value was, unread
             counts[SECRET_ATTRIBUTE] = counts.get(SECRET_ATTRIBUTE, 0) + 1
-        elif verdict == CONTENT:
-            if drop_content:
-                if dropped is None:
-                    dropped = []
-                dropped.append(index)
-            else:
-                _scrub_value(kv.value, drop_content, counts)  # content as received, credentials aside
-        else:
-            _scrub_value(kv.value, drop_content, counts)
+            changed = True
+        elif verdict == CONTENT and drop_content:
+            if dropped is None:
+                dropped = []
+            dropped.append(index)
+        else:  # kept; content too when it goes on as received (its credentials aside)
+            changed = _scrub_value(kv.value, drop_content, counts) or changed
     if dropped:
         for index in reversed(dropped):
             del key_values[index]
+        changed = True
+    return changed
 
 
-def _scrub_value(value: Any, drop_content: bool, counts: dict[str, int]) -> None:
+def _scrub_value(value: Any, drop_content: bool, counts: dict[str, int]) -> bool:
     kind = value.WhichOneof("value")
     if kind == "string_value":
         text = value.string_value
         clean = clean_text(text, counts)
-        if clean is not text:
+        if clean is not text and clean != text:
             value.string_value = clean
-    elif kind == "array_value":
+            return True
+        return False
+    changed = False
+    if kind == "array_value":
         for item in value.array_value.values:
-            _scrub_value(item, drop_content, counts)
+            changed = _scrub_value(item, drop_content, counts) or changed
     elif kind == "kvlist_value":
-        _scrub(value.kvlist_value.values, drop_content, counts)
+        changed = _scrub(value.kvlist_value.values, drop_content, counts)
+    return changed

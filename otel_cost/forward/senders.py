@@ -86,7 +86,16 @@ class GrpcSender:
         if ":" in (url.hostname or ""):
             target = f"[{url.hostname}]:{url.port or 4317}"
         compression = grpc.Compression.Gzip if config.compression == "gzip" else grpc.Compression.NoCompression
-        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)]
+        # gRPC's own reconnect backoff grows to 120 s: a downstream back from an outage would wait that
+        # long for its backlog. Ours (retry_max_seconds) is the pace.
+        reconnect_ms = int(config.retry_max_seconds * 1000)
+        options = [
+            ("grpc.max_send_message_length", -1),
+            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ("grpc.initial_reconnect_backoff_ms", min(1000, reconnect_ms)),
+            ("grpc.min_reconnect_backoff_ms", min(1000, reconnect_ms)),
+            ("grpc.max_reconnect_backoff_ms", reconnect_ms),
+        ]
         if url.scheme == "https":
             tls = config.tls or ClientTLSConfig()
             credentials = grpc.ssl_channel_credentials(

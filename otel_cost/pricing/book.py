@@ -154,8 +154,19 @@ class PriceBook:
         call is unpriced or its card reports no split."""
         if not priced.priced or not call.usage_reported:
             return None
-        card = self.card(call)
-        return card.breakdown(call) if card is not None else None
+        card = self._cards.get(
+            (
+                call.provider,
+                call.response_model,
+                call.request_model,
+                call.service_tier,
+                call.processing,
+                call.start_ns // _NS_PER_DAY,
+            )
+        )  # the card `price` just used (cached), without pricing the call again
+        if isinstance(card, _TimeOfDayCard):
+            card = card.card_for(call)
+        return card.breakdown(call) if isinstance(card, RateCard) else None
 
     def _resolve(self, call: Call) -> _Card:
         at = call.start_ns

@@ -33,6 +33,7 @@ __all__ = [
     "clean_text",
     "redact_text",
     "redact_values",
+    "suspicious",
     "take_redactions",
 ]
 
@@ -265,6 +266,11 @@ def _suspicious(text: str) -> bool:
             _clean.clear()
         _clean.add(text)
     return False
+
+
+def suspicious(text: str) -> bool:
+    """Whether `text` may hold a secret (it has one of the patterns' markers; `redact_text` decides)."""
+    return text not in _clean and _suspicious(text)
 
 
 def clean_text(text: str, counts: dict[str, int]) -> str:

@@ -8,6 +8,7 @@ told to refuse the next requests with a retryable or a permanent error; `TraceDo
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import threading
 from collections.abc import Iterator
@@ -183,3 +184,47 @@ def attributes_of(span: Span) -> dict[str, Any]:
 
 def keys_of(span: Span) -> Iterator[str]:
     return (kv.key for kv in span.attributes)
+
+
+class ByteCountingRelay:
+    """A TCP relay on loopback in front of a downstream: counts the bytes clients send through it
+    (what a compressed export really costs on the wire)."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+
+        self.sent = 0
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: Any, target: Any, counted: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if counted:
+                    self.sent += len(data)
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
