@@ -3,7 +3,8 @@
 #   make test   create .venv if needed, install, lint, type-check and run the test suite
 #   make bench  start a server on a fresh store, run bench/ingest.py against it, stop it; then
 #               bench/caps.py (cap enforcement latency; it starts and stops its own server), then
-#               bench/chaos.py (kill -9, store faults, overload: spans acknowledged, stored, lost)
+#               bench/chaos.py (kill -9, store faults, overload: spans acknowledged, stored, lost), then
+#               bench/forward.py (processor mode: ingestion with forwarding on, and with the downstream down)
 #               stdout: one JSON object per benchmark, one per line
 #   make review-screenshot  render the HTML weekly review of a test dataset in headless Chromium
 #               (Debian package chromium) and keep the picture: build/review-2026-W48.png
@@ -43,6 +44,7 @@ bench: install
 	@bench/run.sh
 	@$(BIN)/python bench/caps.py
 	@$(BIN)/python bench/chaos.py
+	@$(BIN)/python bench/forward.py
 
 review-screenshot: install
 	OTEL_COST_REQUIRE_CHROMIUM=1 OTEL_COST_SCREENSHOT_DIR=build $(BIN)/pytest -q tests/review -k chromium

@@ -736,7 +736,9 @@ class ReviewConfig(_Section):
 class ClientTLSConfig(_Section):
     """TLS towards a downstream (an `https://` endpoint): whom to trust, and our certificate for mutual TLS."""
 
-    ca_file: Path | None = Field(None, description="PEM CA bundle to verify the server (default: the system's)")
+    ca_file: Path | None = Field(
+        None, description="PEM CA bundle to verify the server (default: the public roots gRPC and certifi ship)"
+    )
     cert_file: Path | None = Field(None, description="client certificate (mutual TLS), with key_file")
     key_file: Path | None = None
 
