@@ -468,3 +468,32 @@ def test_an_export_with_nothing_to_change_goes_on_byte_for_byte(
         call(body, timeout=30)
     wait_for(lambda: len(downstream.spans()) == 2, what="two forwarded spans")
     assert downstream.received[0].request.SerializeToString() == body
+
+
+def test_recorded_third_party_payloads_go_on_with_their_list_price(
+    make_server: Callable[..., RunningServer], downstream: TraceDownstream
+) -> None:
+    from tests.conftest import FIXTURES
+    from tests.test_fixtures_e2e import COSTS
+
+    server = make_server(_forwarding(downstream.endpoint))
+    sent: dict[bytes, Span] = {}
+    for path in sorted(FIXTURES.glob("*.pb")):
+        request = ExportTraceServiceRequest.FromString(path.read_bytes())
+        sent.update(
+            (span.span_id, span)
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        )
+        export(server, request)
+    wait_for(lambda: sent.keys() <= downstream.spans_by_id().keys(), what="every recorded span forwarded")
+    forwarded = downstream.spans_by_id()
+    total = Decimal(0)
+    for span_id, span in sent.items():
+        attributes = attributes_of(forwarded[span_id])
+        original = attributes_of(span)
+        assert {key: attributes[key] for key in original} == original  # what the library wrote, unchanged
+        if attributes.get("otel_cost.billable"):
+            total += Decimal(attributes["otel_cost.cost.exact"])
+    assert total == sum(COSTS.values())  # each payload's list price, from the fixtures' README
