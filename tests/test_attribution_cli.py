@@ -395,6 +395,8 @@ def test_config_check_accepts_a_good_file_and_summarizes_it(tmp_path: Path) -> N
         "  budgets       0 budgets; 0 gateway webhooks",
         "  alerts        every 5 s: agent_loop, retry_storm, spend_spike, unpriced_model, unattributed_share, "
         "floating_alias, new_owner; sinks: log",
+        "  forward       off",
+        "  metrics       prometheus /metrics only",
     ]
     assert "hunter2" not in result.output and "secret-ingest-token" not in result.output
 

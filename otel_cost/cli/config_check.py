@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import yaml
@@ -106,7 +107,33 @@ def summary(config: Config) -> list[str]:
         f"  cost centers  {plural(len(attribution.cost_centers), 'team')} mapped",
         f"  budgets       {budgets}; {plural(len(config.gateways), 'gateway webhook')}",
         f"  alerts        {_alerts(config)}",
+        f"  forward       {_forward(config)}",
+        f"  metrics       {_metrics_export(config)}",
     ]
+
+
+def _where(endpoint: str, protocol: str, headers: dict[str, str]) -> str:
+    """An OTLP destination without its credentials: scheme, host and port; headers only counted."""
+    url = urlsplit(endpoint)
+    shown = f"{url.scheme}://{url.hostname}" + (f":{url.port}" if url.port else "")
+    return f"{shown} ({protocol}" + (f", {plural(len(headers), 'header')})" if headers else ")")
+
+
+def _forward(config: Config) -> str:
+    forward = config.forward
+    if not forward.endpoints:
+        return "off"
+    where = ", ".join(_where(endpoint.endpoint, endpoint.protocol, endpoint.headers) for endpoint in forward.endpoints)
+    content = "content dropped" if forward.drop_content else "content as received"
+    return f"{where}; {content}, secrets redacted"
+
+
+def _metrics_export(config: Config) -> str:
+    export = config.metrics_export
+    if not export.endpoint:
+        return "prometheus /metrics only"
+    every = f"{export.interval_seconds:g}s"
+    return f"/metrics, and OTLP to {_where(export.endpoint, export.protocol, export.headers)} every {every}"
 
 
 def _alerts(config: Config) -> str:
