@@ -1,10 +1,11 @@
 """What a forwarded span carries: cost attributes on each model call, secrets never, content if allowed.
 
 Runs inside the pipeline (a worker process), over the export's own protobuf objects, after pricing
-and attribution: each span that became a row gets the `otel_cost.*` attributes below appended; then
-every span, resource, event and link of the export is scrubbed (`scrub_request`) and the export is
-serialized again for the forwarder. Spans that are no model call pass through as received, secrets
-aside.
+and attribution: each span that became a row gets the `otel_cost.*` attributes below appended; every
+span, event, link and resource is scrubbed of secrets (`scrub_span`, `scrub_resource`; a span's
+attributes are walked again only when `needs_scrub` finds something in the dict the pipeline already
+read); then the export is serialized again for the forwarder, or forwarded byte for byte when
+nothing changed. Spans that are no model call pass through as received, secrets aside.
 
 The names mirror the GenAI cost proposal (semantic-conventions-genai PR 443: `gen_ai.usage.cost.amount`
 double, `gen_ai.usage.cost.currency` ISO 4217) under our own namespace, because that proposal is
@@ -33,7 +34,6 @@ __all__ = [
     "enrich_span",
     "exact_usd",
     "needs_scrub",
-    "scrub_request",
     "scrub_resource",
     "scrub_span",
 ]
@@ -240,7 +240,7 @@ def needs_scrub(attrs: dict[str, Any], repeated: int, total: int) -> bool:
     anything the forwarded copy must not: content (left out of `attrs`), a secret-named key (its
     value replaced by REDACTED) or a value with a secret's marker. Call it before anything redacts
     `attrs` in place. Most spans have none: their protobuf attributes are not walked again."""
-    if len(attrs) + repeated != total:
+    if repeated or len(attrs) != total:  # a repeated key's earlier values are not in `attrs`
         return True
     for value in attrs.values():
         kind = type(value)
@@ -288,18 +288,6 @@ def scrub_resource(resource_spans: Any, drop_content: bool, counts: dict[str, in
     for scope_spans in resource_spans.scope_spans:
         if scope_spans.scope.attributes:
             changed = _scrub(scope_spans.scope.attributes, drop_content, counts) or changed
-    return changed
-
-
-def scrub_request(request: Any, drop_content: bool, counts: dict[str, int]) -> bool:
-    """Redact secrets in every attribute of the export (in place), and drop content when asked.
-    Each redaction is counted by kind in `counts` (`semconv.policy.KINDS`). True when anything changed."""
-    changed = False
-    for resource_spans in request.resource_spans:
-        changed = scrub_resource(resource_spans, drop_content, counts) or changed
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                changed = scrub_span(span, True, drop_content, counts) or changed
     return changed
 
 
