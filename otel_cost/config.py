@@ -83,6 +83,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _repeated(labels: list[str]) -> list[str]:
+    """The labels that occur more than once, sorted."""
+    return sorted({label for label in labels if labels.count(label) > 1})
+
+
 class TLSConfig(_Section):
     cert_file: Path
     key_file: Path
@@ -664,8 +669,7 @@ class AlertsConfig(_Section):
     @field_validator("sinks")
     @classmethod
     def _sink_names(cls, value: list[AlertSinkConfig]) -> list[AlertSinkConfig]:
-        labels = [sink.label for sink in value]
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        repeated = _repeated([sink.label for sink in value])
         if repeated:
             raise ValueError(f"sink names must be unique (set `name`): {', '.join(repeated)}")
         return value
@@ -773,13 +777,9 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
     return {name.lower(): header for name, header in value.items()}
 
 
-class ForwardEndpointConfig(_Section):
-    """One downstream that receives every acknowledged export, enriched (see README "Processor mode")."""
+class _OTLPClientConfig(_Section):
+    """How to reach an OTLP receiver: the settings forward endpoints and the metrics export share."""
 
-    endpoint: Annotated[str, AfterValidator(_check_otlp_endpoint)] = Field(
-        description="http://host:port or https://host:port; OTLP/HTTP appends /v1/traces to a URL without a path"
-    )
-    name: str | None = Field(None, min_length=1, description="in /metrics; default: the endpoint")
     protocol: Literal["grpc", "http/protobuf"] = "grpc"
     headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
         default_factory=dict, description="sent with every export (e.g. an API key)"
@@ -787,6 +787,22 @@ class ForwardEndpointConfig(_Section):
     compression: Literal["gzip", "none"] = "gzip"
     tls: ClientTLSConfig | None = None
     timeout_seconds: float = Field(10.0, gt=0, le=300, description="per attempt")
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> _OTLPClientConfig:
+        endpoint = getattr(self, "endpoint", None) or ""
+        if self.tls is not None and not endpoint.startswith("https://"):
+            raise ValueError("tls is set but the endpoint is not https:// (TLS): use https://")
+        return self
+
+
+class ForwardEndpointConfig(_OTLPClientConfig):
+    """One downstream that receives every acknowledged export, enriched (see README "Processor mode")."""
+
+    endpoint: Annotated[str, AfterValidator(_check_otlp_endpoint)] = Field(
+        description="http://host:port or https://host:port; OTLP/HTTP appends /v1/traces to a URL without a path"
+    )
+    name: str | None = Field(None, min_length=1, description="in /metrics; default: the endpoint")
     queue_max_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="exports waiting for this downstream; past it the oldest are dropped"
     )
@@ -799,12 +815,6 @@ class ForwardEndpointConfig(_Section):
     @property
     def label(self) -> str:
         return self.name or self.endpoint
-
-    @model_validator(mode="after")
-    def _tls_needs_https(self) -> ForwardEndpointConfig:
-        if self.tls is not None and not self.endpoint.startswith("https://"):
-            raise ValueError("tls is set but the endpoint is http:// (plaintext): use https://")
-        return self
 
 
 class ForwardConfig(_Section):
@@ -819,24 +829,18 @@ class ForwardConfig(_Section):
     @field_validator("endpoints")
     @classmethod
     def _unique(cls, value: list[ForwardEndpointConfig]) -> list[ForwardEndpointConfig]:
-        labels = [endpoint.label for endpoint in value]
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        repeated = _repeated([endpoint.label for endpoint in value])
         if repeated:
             raise ValueError(f"endpoints must be unique (give each a name): {', '.join(repeated)}")
         return value
 
 
-class MetricsExportConfig(_Section):
+class MetricsExportConfig(_OTLPClientConfig):
     """Cost metrics pushed over OTLP through the OpenTelemetry SDK (README "Cost metrics over OTLP")."""
 
     endpoint: Annotated[str, AfterValidator(_check_otlp_endpoint)] | None = Field(
         None, description="http(s)://host:port of an OTLP metrics receiver; unset: off"
     )
-    protocol: Literal["grpc", "http/protobuf"] = "grpc"
-    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(default_factory=dict)
-    compression: Literal["gzip", "none"] = "gzip"
-    tls: ClientTLSConfig | None = None
-    timeout_seconds: float = Field(10.0, gt=0, le=300)
     interval_seconds: float = Field(60.0, ge=0.05, le=3600, description="how often metrics are exported")
     max_series: int = Field(
         1000,
@@ -844,12 +848,6 @@ class MetricsExportConfig(_Section):
         le=100_000,
         description="(provider, model, team, feature, agent) combinations per metric; later ones are 'other'",
     )
-
-    @model_validator(mode="after")
-    def _tls_needs_https(self) -> MetricsExportConfig:
-        if self.tls is not None and not (self.endpoint or "").startswith("https://"):
-            raise ValueError("tls is set but the endpoint is not https://")
-        return self
 
 
 class Config(_Section):

@@ -92,6 +92,18 @@ class _TimeOfDayCard:
 _Card = RateCard | _TimeOfDayCard | _Unpriced
 
 
+def _card_key(call: Call) -> tuple[str, str, str, str, str, int]:
+    """What a rate card is cached by (`PriceBook.price` builds the same tuple inline: the hot path)."""
+    return (
+        call.provider,
+        call.response_model,
+        call.request_model,
+        call.service_tier,
+        call.processing,
+        call.start_ns // _NS_PER_DAY,
+    )
+
+
 class PriceBook:
     """Prices calls from the bundled catalog and the configured overrides. Not thread-safe: use one
     per worker.
@@ -136,15 +148,7 @@ class PriceBook:
     def card(self, call: Call) -> RateCard | None:
         """The rate card that prices `call`, or None when it is unpriced."""
         self.price(call)
-        key = (
-            call.provider,
-            call.response_model,
-            call.request_model,
-            call.service_tier,
-            call.processing,
-            call.start_ns // _NS_PER_DAY,
-        )
-        card = self._cards.get(key)
+        card = self._cards.get(_card_key(call))
         if isinstance(card, _TimeOfDayCard):
             return card.card_for(call)
         return card if isinstance(card, RateCard) else None
@@ -154,16 +158,7 @@ class PriceBook:
         call is unpriced or its card reports no split."""
         if not priced.priced or not call.usage_reported:
             return None
-        card = self._cards.get(
-            (
-                call.provider,
-                call.response_model,
-                call.request_model,
-                call.service_tier,
-                call.processing,
-                call.start_ns // _NS_PER_DAY,
-            )
-        )  # the card `price` just used (cached), without pricing the call again
+        card = self._cards.get(_card_key(call))  # the card `price` just used, without pricing the call again
         if isinstance(card, _TimeOfDayCard):
             card = card.card_for(call)
         return card.breakdown(call) if isinstance(card, RateCard) else None

@@ -41,7 +41,7 @@ def _load(text: str, tmp_path: Path) -> None:
         ),
         (
             "forward:\n  endpoints:\n    - endpoint: http://tempo:4317\n      tls: {ca_file: CA}\n",
-            "tls is set but the endpoint is http:// (plaintext): use https://",
+            "tls is set but the endpoint is not https:// (TLS): use https://",
         ),
         (
             "forward:\n  endpoints:\n    - endpoint: https://tempo:4317\n      tls: {cert_file: CERT}\n",
