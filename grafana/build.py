@@ -1016,6 +1016,32 @@ def health() -> builders.Dashboard:
                 unit="short",
                 width=24,
             ),
+            row("Forwarding (processor mode)"),
+            prom_timeseries(
+                "Forwarded spans per second",
+                [(rate("otel_cost_forward_spans_total", "endpoint, outcome"), "{{endpoint}} {{outcome}}")],
+                description="forwarded; rejected (refused by the downstream); dropped (its queue was full, the server "
+                "stopped); skipped_retry (a client's retry of an export forwarded before). Empty without forward.",
+                unit="short",
+            ),
+            prom_timeseries(
+                "Forward queue",
+                [(f"sum by (endpoint) (otel_cost_forward_queue_bytes{{{PROM_JOB}}})", "{{endpoint}}")],
+                description="Bytes of acknowledged exports waiting for each downstream (forward.endpoints[]."
+                "queue_max_bytes: past it the oldest are dropped). The store already has them.",
+                unit="bytes",
+            ),
+            prom_timeseries(
+                "Forward retries and dropped exports",
+                [
+                    (rate("otel_cost_forward_retries_total", "endpoint"), "{{endpoint}} retries"),
+                    (rate("otel_cost_forward_dropped_exports_total", "endpoint, reason"), "{{endpoint}} {{reason}}"),
+                ],
+                description="Failed attempts that will be retried (the downstream is down or throttling), and "
+                "exports given up by reason.",
+                unit="short",
+                width=24,
+            ),
             row("Enforcer"),
             prom_timeseries(
                 "Enforcer poll latency",
