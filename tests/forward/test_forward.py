@@ -497,3 +497,15 @@ def test_recorded_third_party_payloads_go_on_with_their_list_price(
         if attributes.get("otel_cost.billable"):
             total += Decimal(attributes["otel_cost.cost.exact"])
     assert total == sum(COSTS.values())  # each payload's list price, from the fixtures' README
+
+
+def test_a_span_refused_in_partial_success_still_goes_on_without_a_cost(
+    make_server: Callable[..., RunningServer], downstream: TraceDownstream
+) -> None:
+    server = make_server(_forwarding(downstream.endpoint))
+    broken = make_span(chat_attributes(**{"gen_ai.usage.input_tokens": -5}))
+    response = export(server, make_request([broken, make_span(chat_attributes())]))
+    assert response.partial_success.rejected_spans == 1
+    wait_for(lambda: len(downstream.spans()) == 2, what="both spans forwarded")
+    forwarded = downstream.spans_by_id()[broken.span_id]
+    assert forwarded == broken
