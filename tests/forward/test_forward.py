@@ -25,7 +25,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_cost.forward.enrich import ATTRIBUTES, CLASS_ATTRIBUTES, exact_usd
 from tests.forward.downstream import ByteCountingRelay, HttpDownstream, Refusal, TraceDownstream, attributes_of
-from tests.helpers import RunningServer, chat_attributes, export, make_request, make_span, wait_for
+from tests.helpers import (
+    RunningServer,
+    chat_attributes,
+    export,
+    make_request,
+    make_span,
+    send_with_sdk_span,
+    wait_for,
+)
 from tests.tls import make_certificate
 
 
@@ -509,3 +517,21 @@ def test_a_span_refused_in_partial_success_still_goes_on_without_a_cost(
     wait_for(lambda: len(downstream.spans()) == 2, what="both spans forwarded")
     forwarded = downstream.spans_by_id()[broken.span_id]
     assert forwarded == broken
+
+
+def test_a_span_from_the_real_sdk_and_exporter_arrives_enriched(
+    make_server: Callable[..., RunningServer], downstream: TraceDownstream
+) -> None:
+    server = make_server(_forwarding(downstream.endpoint))
+    span_id = send_with_sdk_span(server, chat_attributes(**{"gen_ai.usage.reasoning.output_tokens": 100}))
+    wait_for(lambda: len(downstream.spans()) == 1, what="the SDK's span forwarded")
+    forwarded = downstream.spans()[0]
+    assert forwarded.span_id.hex() == span_id
+    attributes = attributes_of(forwarded)
+    assert Decimal(attributes["otel_cost.cost.exact"]) == Decimal(
+        server.scalar(f"SELECT toString(cost) FROM requests WHERE span_id = '{span_id}'")
+    )
+    resource = {
+        kv.key: kv.value.string_value for kv in downstream.received[0].request.resource_spans[0].resource.attributes
+    }
+    assert resource["service.name"] == "checkout-assistant" and resource["telemetry.sdk.name"] == "opentelemetry"
