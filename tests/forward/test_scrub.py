@@ -7,11 +7,17 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from otel_cost.forward.enrich import needs_scrub, scrub_span
+from otel_cost.attribution import Attributor
+from otel_cost.forward.enrich import ForwardOptions, needs_scrub, scrub_span
+from otel_cost.pipeline import Pipeline
+from otel_cost.pricing import PriceBook
 from otel_cost.semconv import to_dict_counted
+from otel_cost.semconv.outcomes import OutcomeReader
+from tests.receiver.test_hostile_input import requests as hostile_requests
 
 _SECRETS = [
     "sk-proj-a1B2c3D4e5F6g7H8i9J0k1L2",
@@ -85,3 +91,23 @@ def test_the_dict_check_skips_only_spans_the_full_walk_leaves_alone(span: Span, 
     scrub_span(full, True, drop_content, {})
     assert fast == full
     assert not any(secret in str(full) for secret in _SECRETS)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+@given(request=hostile_requests())
+def test_hostile_exports_forward_every_span_and_store_what_the_plain_pipeline_stores(
+    request: ExportTraceServiceRequest,
+) -> None:
+    plain = Pipeline(PriceBook(), Attributor(), OutcomeReader()).process(request)
+    copy = ExportTraceServiceRequest()
+    copy.CopyFrom(request)
+    forwarding = Pipeline(PriceBook(), Attributor(), OutcomeReader(), ForwardOptions(spans=True)).process(copy)
+    assert (forwarding.data, forwarding.rows, forwarding.rejected) == (plain.data, plain.rows, plain.rejected)
+    forwarded = request if forwarding.forward_as_received else ExportTraceServiceRequest.FromString(forwarding.forward)
+    spans = [span for r in forwarded.resource_spans for s in r.scope_spans for span in s.spans]
+    assert len(spans) == plain.spans
+    enriched = [span for span in spans if any(kv.key == "otel_cost.billable" for kv in span.attributes)]
+    assert len(enriched) == plain.rows  # each call's span once, whatever else the export holds
+    for span in enriched:
+        ours = [kv.key for kv in span.attributes if kv.key.startswith("otel_cost.")]
+        assert len(ours) == len(set(ours))
