@@ -29,7 +29,15 @@ logger = logging.getLogger(__name__)
 
 
 _INSERT = "INSERT INTO requests_ingest SETTINGS {settings}, insert_deduplication_token='{token}'"
-_SETTINGS = ", ".join(f"{key}={value}" for key, value in INSERT_SETTINGS.items())
+#: An insert is refused (NOT_ENOUGH_SPACE, nothing written; the batch waits in the spool) when the
+#: store's disk has less than this free. Without it an insert into a nearly full disk can commit a part
+#: whose marks file is empty (chdb 4.4.0 on a full tmpfs, `bench/chaos.py` disk_full): every later read
+#: of the table fails with CORRUPTED_DATA. A ClickHouse server takes the same MergeTree setting.
+MIN_FREE_DISK_BYTES = 64 * 1024 * 1024
+_SETTINGS = ", ".join(
+    f"{key}={value}"
+    for key, value in {**INSERT_SETTINGS, "min_free_disk_bytes_to_perform_insert": MIN_FREE_DISK_BYTES}.items()
+)
 #: Engine errors a streaming insert may swallow: disk, memory, file and part trouble, not the data's
 #: own parse and type errors (those raise) nor the many the engine throws and handles inside queries.
 _WRITE_CODES = ", ".join(
