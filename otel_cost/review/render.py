@@ -67,8 +67,9 @@ def _headline(review: Review) -> list[tuple[str, str]]:
     summary = review.summary
     change = summary["change_percent"]
     return [
-        ("spend", money(summary["spend_usd"])),
-        ("week before", money(summary["previous_spend_usd"]) + (f" ({_percent(change, True)})" if change else "")),
+        # The change belongs to this week's figure: beside the week before it read as that week's growth.
+        ("spend", money(summary["spend_usd"]) + ("" if change is None else f" ({_percent(change, True)})")),
+        ("week before", money(summary["previous_spend_usd"])),
         ("calls", _count(summary["calls"])),
         ("accepted results", _count(summary["accepted_results"])),
         ("unattributed", money(summary["unattributed_usd"])),

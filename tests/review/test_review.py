@@ -354,6 +354,14 @@ def test_json_csv_and_markdown_carry_the_same_numbers(reviewed: Reviewed) -> Non
     assert {"this week", "per accepted", "what if", "saved"} <= set(headers)
     rendered = MarkdownIt("commonmark").enable("table").render(text)
     assert '<td style="text-align:right">$' in rendered
+    # The week's change sits with this week's spend, not with the week before's figure.
+    headline = [tokens[i + 1].content for i, token in enumerate(tokens) if token.type == "td_open"][:2]
+    change = Decimal(str(review.summary["change_percent"])).quantize(Decimal("0.1"))
+    assert change > 0
+    assert headline == [
+        f"{money(review.summary['spend_usd'])} (+{change}%)",
+        money(review.summary["previous_spend_usd"]),
+    ]
 
 
 def test_the_query_files_run_unchanged_with_the_week_parameter(reviewed: Reviewed) -> None:
