@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import random
@@ -60,6 +61,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -664,6 +666,24 @@ def overload(workdir: Path, quick: bool) -> dict[str, Any]:
     return result
 
 
+def fill(path: Path) -> None:
+    """Write zeros to `path` until its disk is full.
+
+    Unbuffered: a buffered file keeps the part of a chunk the disk did not take and raises ENOSPC
+    again when it is closed (seen in CI when the free space was not a whole number of chunks).
+    """
+    chunk = b"\0" * (1 << 20)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        while True:
+            os.write(descriptor, chunk)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(descriptor)
+
+
 def disk_full(workdir: Path, quick: bool) -> dict[str, Any]:
     """The store's disk fills up (a small tmpfs and a ballast file); the spool is on another disk."""
     disk = workdir / "disk"
@@ -685,10 +705,7 @@ def disk_full(workdir: Path, quick: bool) -> dict[str, Any]:
         sender.start()
         wait_for(lambda: sender.count() >= 1000, 60, "traffic")
         ballast = disk / "ballast"
-        with ballast.open("wb") as handle, contextlib.suppress(OSError):
-            while True:
-                handle.write(b"\0" * (1 << 20))
-                handle.flush()
+        fill(ballast)
         outage = 4 if quick else 10
         log(f"disk_full: the store's disk is full for {outage} s")
         time.sleep(outage)
@@ -758,7 +775,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_scenario(args.one, args.workdir, args.quick)))
+        try:
+            print(json.dumps(run_scenario(args.one, args.workdir, args.quick)))
+        except Exception as exc:
+            # The traceback goes to stderr above the server log; the result line says why, so a
+            # caller that keeps only the end of the output still sees it.
+            traceback.print_exc()
+            print(json.dumps({"name": args.one, "error": f"{type(exc).__name__}: {exc}"[:500]}))
+            return 1
         return 0
     results = []
     for name in args.scenario or SCENARIOS:
@@ -769,12 +793,12 @@ def main(argv: list[str] | None = None) -> int:
             argv_one = [sys.executable, __file__, "--one", name, "--workdir", str(workdir)]
             flags = ["--quick"] if args.quick else []
             done = subprocess.run([*argv_one, *flags], check=False, stdout=subprocess.PIPE, text=True)
-            if done.returncode != 0 or not done.stdout.strip():
+            lines = done.stdout.strip().splitlines()
+            result = json.loads(lines[-1]) if lines else {"name": name, "error": "no result"}
+            if done.returncode != 0 or "error" in result:
                 for log_file in workdir.glob("*.log"):
-                    sys.stderr.write(log_file.read_text()[-4000:])
-                results.append({"name": name, "error": f"exit {done.returncode}"})
-                continue
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+                    sys.stderr.write(f"--- {log_file.name}, the end:\n{log_file.read_text()[-4000:]}")
+                result["error"] = f"exit {done.returncode}: {result.get('error', 'no result')}"
         log(f"{name}: {json.dumps(result)}")
         results.append(result)
     print(json.dumps({"scenarios": results}, indent=None))
