@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import importlib.util
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -30,6 +34,16 @@ from otel_cost.server import Server
 from otel_cost.store import QueryResult
 
 NOW_NS = 1_795_991_404_000_000_000  # 2026-11-30T...Z, a fixed instant so prices are reproducible
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script outside the package (`bench/`, `grafana/`) as a module, for testing its functions."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
 
 
 def any_value(value: Any) -> AnyValue:

@@ -6,7 +6,6 @@ alert ledger survive a crash, and memory stays under the configured bound."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "chaos.py"
 SCENARIOS = [
@@ -73,14 +74,6 @@ def test_nothing_acknowledged_is_lost_or_doubled(scenario: str) -> None:
         assert result["peak_rss_mb"] <= result["memory_bound_mb"]
 
 
-def load_chaos() -> Any:
-    spec = importlib.util.spec_from_file_location("chaos", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("taken", [0, 4096, 300_000])
 def test_the_ballast_fills_a_disk_whatever_space_is_left(tmp_path: Path, taken: int) -> None:
     """In CI the store's files left a free space that was not a whole number of the ballast's 1 MiB
@@ -91,7 +84,7 @@ def test_the_ballast_fills_a_disk_whatever_space_is_left(tmp_path: Path, taken: 
         pytest.skip("mounting a tmpfs needs root")
     try:
         (disk / "taken").write_bytes(b"x" * taken)
-        load_chaos().fill(disk / "ballast")
+        load_script(SCRIPT, "otel_cost_bench_chaos").fill(disk / "ballast")
         assert os.statvfs(disk).f_bavail == 0
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)

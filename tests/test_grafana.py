@@ -5,10 +5,8 @@ returns the columns its panel type needs. The health dashboard names only metric
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
@@ -16,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -30,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from otel_cost.store import QueryResult, Store
 
-from .helpers import RunningServer, chat_attributes, export, make_request, make_span, wait_for
+from .helpers import RunningServer, chat_attributes, export, load_script, make_request, make_span, wait_for
 from .test_dedup import ANTHROPIC as SONNET  # a cached Claude call, billed once
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,16 +49,7 @@ NUMERIC = re.compile(r"^(Nullable\()?(U?Int\d+|Float\d+|Decimal)")
 STRING = re.compile(r"^(LowCardinality\()?(Nullable\()?String")
 
 
-def load_build() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("otel_cost_grafana_build", GRAFANA / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-BUILD = load_build()
+BUILD = load_script(GRAFANA / "build.py", "otel_cost_grafana_build")
 
 
 def dashboards() -> dict[str, dict[str, Any]]:
